@@ -1,0 +1,92 @@
+"""Point scores → anomaly episodes, with hysteresis and an explanation.
+
+An episode opens when a score reaches `high`, stays open while scores stay above `low`, and
+closes after `quiet` points in a row below `low`. Its id is a stable hash of series and start,
+so re-emitting it (update, close, replay) replaces the same ClickHouse row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Episode(BaseModel):
+    """An anomaly episode as stored and as published on the anomalies topic."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    episode_id: int
+    series_id: int
+    start_ms: int
+    end_ms: int
+    is_open: bool
+    peak_score: float
+    peak_value: float
+    expected: float
+    lower: float
+    upper: float
+    severity: str
+    kind: str
+    name: str
+    service: str
+    labels: dict[str, str]
+    signals: list[str]
+    explanation: str
+    detector: str
+    detector_version: str
+    points: int
+
+
+def episode_id(series_id: int, start_ms: int) -> int:
+    h = hashlib.blake2b(f"{series_id}:{start_ms}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") >> 1
+
+
+def severity(score: float) -> str:
+    return "critical" if score >= 0.99 else "major" if score >= 0.95 else "minor"
+
+
+@dataclass
+class EpisodeTracker:
+    """Per-series hysteresis state; `update` returns the episode when it opens, grows or closes."""
+
+    high: float = 0.9
+    low: float = 0.6
+    quiet: int = 2
+    start_ms: int = -1
+    end_ms: int = 0
+    points: int = 0
+    below: int = 0
+    peak: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0)
+    changed: bool = field(default=False)
+
+    @property
+    def is_open(self) -> bool:
+        return self.start_ms >= 0
+
+    def update(
+        self, ts_ms: int, score: float, value: float, band: tuple[float, float, float]
+    ) -> str | None:
+        """Feed one scored point; returns 'open', 'grow', 'close' or None."""
+        if not self.is_open:
+            if score < self.high:
+                return None
+            self.start_ms, self.end_ms, self.points, self.below = ts_ms, ts_ms, 1, 0
+            self.peak = (score, value, *band)
+            return "open"
+        if score >= self.low:
+            self.end_ms, self.below = ts_ms, 0
+            self.points += 1
+            if score > self.peak[0]:
+                self.peak = (score, value, *band)
+            return "grow"
+        self.below += 1
+        if self.below >= self.quiet:
+            return "close"
+        return None
+
+    def reset(self) -> None:
+        self.start_ms, self.points, self.below = -1, 0, 0

@@ -1,0 +1,7 @@
+"""One module per `stormwatch` subcommand; each has `add_parser(subparsers)` setting `run`."""
+
+MODULES = [
+    "stormwatch.commands.up",
+    "stormwatch.commands.ship",
+    "stormwatch.commands.query",
+]

@@ -1,0 +1,150 @@
+"""Composition root of `stormwatch up`: broker, topics, storage, faust worker, demo, summary.
+
+One process owns the embedded ClickHouse engine and serves it to other local commands.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from typing import IO
+
+from detectors.episodes import Episode
+from stormwatch.broker import LocalBroker
+from stormwatch.settings import StormwatchSettings
+from stormwatch.store import Store, StoreServer, create_schema, open_store
+
+log = logging.getLogger("stormwatch")
+
+
+def topic_partitions(settings: StormwatchSettings) -> dict[str, int]:
+    t = settings.topics
+    p = t.partitions
+    return {t.raw: p, t.otlp_metrics: p, t.otlp_spans: p, t.points: p, t.dlq: 1, t.anomalies: p}
+
+
+def _print_episode(out: IO[str]) -> object:
+    seen: set[int] = set()
+
+    def show(ep: Episode) -> None:
+        if ep.episode_id in seen and ep.is_open:
+            return
+        seen.add(ep.episode_id)
+        at = datetime.fromtimestamp(ep.start_ms / 1000, UTC).strftime("%H:%M:%S")
+        state = "ANOMALY" if ep.is_open else "cleared"
+        out.write(f"{at} {state:8} {ep.severity:8} {ep.explanation}\n")
+        out.flush()
+
+    return show
+
+
+def summarize(store: Store, settings: StormwatchSettings) -> dict[str, int]:
+    db = settings.database
+    q = store.query(
+        f"SELECT (SELECT count() FROM {db}.points FINAL), (SELECT uniqExact(series_id) FROM "
+        f"{db}.points), (SELECT count() FROM {db}.anomalies FINAL), (SELECT count() FROM {db}.dlq)"
+    )
+    points, series, episodes, dead = q.rows[0]
+    return {"points": points, "series": series, "episodes": episodes, "dead_letters": dead}
+
+
+def run_up(settings: StormwatchSettings, *, demo: bool = False, duration: float | None = None,
+           start_broker: bool = True, out: IO[str] = sys.stdout) -> int:  # fmt: skip
+    import faust
+
+    from ingest.producer import TelemetryProducer
+    from ingest.topics import ensure_topics
+    from stormwatch.demo import DemoGenerator
+    from streams.app import Stats, build_app
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if demo and "STORMWATCH_WINDOW_S" not in os.environ:
+        # The demo compresses a day into minutes, so it aggregates spans over 2 s, not 10 s.
+        settings = settings.model_copy(update={"window_s": 2.0, "lateness_s": 1.0})
+    broker = None
+    if settings.local_broker and start_broker:
+        broker = LocalBroker(settings.broker_port, settings.data_dir / "broker.log").start()
+        out.write(f"broker: Tansu on {broker.bootstrap} (embedded, memory storage: its data is "
+                  "gone when it stops)\n")  # fmt: skip
+    store = server = None
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    try:
+        ensure_topics(settings.bootstrap(), topic_partitions(settings))
+        store = open_store(settings, own=True)
+        create_schema(store, settings)
+        if settings.embedded_clickhouse:
+            server = StoreServer(store, settings)
+        out.write(f"storage: {settings.redacted_dsn()} (database {settings.database})\n")
+        stats = Stats()
+        app = build_app(settings, store, stats, on_episode=_print_episode(out))  # type: ignore[arg-type]
+        t0 = time.time()
+        gen = None
+        if demo:
+            gen_duration = duration or 600.0
+            producer = TelemetryProducer(settings.bootstrap(), settings.topics.raw)
+            gen = DemoGenerator(producer, t0, gen_duration)
+            threads.append(threading.Thread(target=gen.run, args=(stop,), daemon=True))
+            out.write(f"demo: a shop's backend with {len(gen.incidents)} incidents scheduled "
+                      f"over {gen_duration:.0f}s\n")  # fmt: skip
+        if duration:
+            threads.append(threading.Thread(
+                target=_stop_after, args=(duration, settings, stop), daemon=True))  # fmt: skip
+        threads.append(threading.Thread(target=_progress, args=(stats, stop, out), daemon=True))
+        for t in threads:
+            t.start()
+        out.write("running: Ctrl-C stops\n")
+        out.flush()
+        worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit:
+            pass
+        stop.set()
+        for t in threads:
+            t.join(timeout=15)
+        s = summarize(store, settings)
+        out.write(f"\nsummary: {s['points']} points from {s['series']} series in "
+                  f"{time.time() - t0:.0f}s; {s['episodes']} anomaly episodes; "
+                  f"{s['dead_letters']} dead letters\n")  # fmt: skip
+        if gen is not None:
+            from stormwatch.demo import evaluate
+
+            found = evaluate(store, settings.database, gen.incidents, settings.window_s)
+            for inc, hit in found:
+                out.write(f"  {'found' if hit else 'MISSED':6} {inc.name}\n")
+            out.write(f"detected {sum(h for _, h in found)} of {len(found)} injected incidents\n")
+        out.flush()
+        return 0
+    finally:
+        stop.set()
+        if server:
+            server.close()
+        if store:
+            store.close()
+        if broker:
+            broker.stop()
+
+
+def _stop_after(duration: float, settings: StormwatchSettings, stop: threading.Event) -> None:
+    """After `duration`: stop producing, let open windows close and flush, then stop faust."""
+    if stop.wait(duration):
+        return
+    stop.set()
+    time.sleep(settings.window_s + settings.lateness_s + 2.0)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _progress(stats: object, stop: threading.Event, out: IO[str]) -> None:
+    while not stop.wait(15):
+        v = stats.values  # type: ignore[attr-defined]
+        out.write(f"progress: {int(v.get('detect.points_written', 0))} points written, "
+                  f"{int(v.get('detect.series', 0))} series, "
+                  f"{int(v.get('detect.episodes_opened', 0))} episodes, "
+                  f"{int(v.get('normalize.rejects', 0))} dead letters\n")  # fmt: skip
+        out.flush()

@@ -1,0 +1,96 @@
+"""ClickHouse tables, created idempotently at start-up; the same DDL serves chdb and a server.
+
+Idempotency: every table that a retry can write twice is a ReplacingMergeTree whose ORDER BY
+is the row's identity, so a replayed insert replaces instead of duplicating; reads that must
+be exact use FINAL. `points` keeps the version with the most observations (`n`), so a window
+recomputed from a partial replay never overwrites the complete one.
+"""
+
+from __future__ import annotations
+
+TABLES: dict[str, str] = {
+    "points": """
+CREATE TABLE IF NOT EXISTS {db}.points (
+    series_id UInt64,
+    ts DateTime64(3, 'UTC'),
+    value Float64,
+    n UInt32,
+    score Float32,
+    expected Float64,
+    lower Float64,
+    upper Float64,
+    is_anomaly UInt8,
+    kind LowCardinality(String),
+    name LowCardinality(String),
+    service LowCardinality(String),
+    labels Map(LowCardinality(String), String),
+    detector LowCardinality(String),
+    detector_version LowCardinality(String),
+    written_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree(n)
+PARTITION BY toYYYYMMDD(ts)
+ORDER BY (series_id, ts)
+TTL toDateTime(ts) + INTERVAL {retention_days} DAY
+""",
+    "anomalies": """
+CREATE TABLE IF NOT EXISTS {db}.anomalies (
+    episode_id UInt64,
+    series_id UInt64,
+    start DateTime64(3, 'UTC'),
+    end DateTime64(3, 'UTC'),
+    is_open UInt8,
+    peak_score Float32,
+    peak_value Float64,
+    expected Float64,
+    lower Float64,
+    upper Float64,
+    severity LowCardinality(String),
+    kind LowCardinality(String),
+    name LowCardinality(String),
+    service LowCardinality(String),
+    labels Map(LowCardinality(String), String),
+    signals Array(String),
+    explanation String,
+    detector LowCardinality(String),
+    detector_version LowCardinality(String),
+    points UInt32,
+    updated_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(updated_at)
+PARTITION BY toYYYYMM(start)
+ORDER BY (start, series_id)
+TTL toDateTime(start) + INTERVAL {retention_days} DAY
+""",
+    "dlq": """
+CREATE TABLE IF NOT EXISTS {db}.dlq (
+    ts DateTime64(3, 'UTC'),
+    source_topic LowCardinality(String),
+    source_partition Int32,
+    source_offset Int64,
+    item Int32,
+    reason String,
+    payload String
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMMDD(ts)
+ORDER BY (source_topic, source_partition, source_offset, item)
+TTL toDateTime(ts) + INTERVAL {retention_days} DAY
+""",
+    "health": """
+CREATE TABLE IF NOT EXISTS {db}.health (
+    ts DateTime64(3, 'UTC'),
+    worker LowCardinality(String),
+    stage LowCardinality(String),
+    metric LowCardinality(String),
+    value Float64
+) ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(ts)
+ORDER BY (metric, stage, ts)
+TTL toDateTime(ts) + INTERVAL 7 DAY
+""",
+}
+
+
+def ddl(database: str, retention_days: int = 30) -> list[str]:
+    """Every statement needed to create the schema, in order."""
+    stmts = [f"CREATE DATABASE IF NOT EXISTS {database}"]
+    stmts += [t.format(db=database, retention_days=retention_days).strip() for t in TABLES.values()]
+    return stmts

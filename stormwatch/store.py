@@ -1,0 +1,233 @@
+"""One storage interface over clickhouse-connect, whether the engine is chdb in this process,
+a ClickHouse server, or chdb owned by another stormwatch process (asked over loopback HTTP).
+
+chdb allows one process per data directory, so the process that runs the pipeline owns the
+engine and serves `query`/`insert`/`command` to the CLI on a loopback port with a token kept
+in `<data_dir>/engine.json` (mode 0600).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from stormwatch import StormwatchError
+from stormwatch.settings import StormwatchSettings
+
+
+class StoreError(StormwatchError):
+    """A query or insert failed, or the engine could not be reached."""
+
+
+@dataclass(frozen=True)
+class Rows:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+    def dicts(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, r, strict=True)) for r in self.rows]
+
+
+class Store(Protocol):
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Rows: ...
+    def command(self, sql: str) -> None: ...
+    def insert(self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> None:
+        """Column-oriented insert: data[i] holds every value of columns[i]."""
+
+    def close(self) -> None: ...
+
+
+class ClickHouseStore:
+    """A clickhouse-connect client (chdb or HTTP) behind a lock: chdb is not re-entrant."""
+
+    def __init__(self, dsn: str) -> None:
+        import clickhouse_connect
+
+        self.dsn = dsn
+        self._lock = threading.Lock()
+        if dsn.startswith("chdb:"):
+            Path(dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
+        try:
+            self._client = clickhouse_connect.get_client(dsn=dsn)
+        except Exception as e:  # clickhouse-connect raises many kinds; all mean "cannot reach"
+            raise StoreError(f"cannot open ClickHouse: {type(e).__name__}: {e}") from e
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Rows:
+        with self._lock:
+            try:
+                r = self._client.query(sql, parameters=parameters)
+            except Exception as e:
+                raise StoreError(str(e).strip().splitlines()[0][:500]) from e
+        return Rows(list(r.column_names), [tuple(x) for x in r.result_rows])
+
+    def command(self, sql: str) -> None:
+        with self._lock:
+            try:
+                self._client.command(sql)
+            except Exception as e:
+                raise StoreError(str(e).strip().splitlines()[0][:500]) from e
+
+    def insert(self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> None:
+        if not data or not len(data[0]):
+            return
+        with self._lock:
+            try:
+                self._client.insert(table, data, column_names=list(columns), column_oriented=True)
+            except Exception as e:
+                raise StoreError(f"insert into {table}: {str(e).strip()[:500]}") from e
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.close()
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, datetime | date):
+        return o.isoformat()
+    if isinstance(o, bytes):
+        return o.decode("utf-8", "replace")
+    raise TypeError(type(o).__name__)
+
+
+class RemoteStore:
+    """Talks to the process that owns the embedded engine (see `serve_store`)."""
+
+    def __init__(self, url: str, token: str) -> None:
+        import httpx
+
+        self._http = httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"})
+
+    def _call(self, op: str, body: dict[str, Any]) -> Any:
+        import httpx
+
+        try:
+            r = self._http.post(f"/{op}", content=orjson.dumps(body, default=_default), timeout=60)
+        except httpx.HTTPError as e:
+            raise StoreError(f"the stormwatch process owning the engine did not answer: {e}") from e
+        if r.status_code != 200:
+            raise StoreError(r.text)
+        return orjson.loads(r.content)
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Rows:
+        out = self._call("query", {"sql": sql, "parameters": parameters})
+        return Rows(out["columns"], [tuple(r) for r in out["rows"]])
+
+    def command(self, sql: str) -> None:
+        self._call("command", {"sql": sql})
+
+    def insert(self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> None:
+        self._call("insert", {"table": table, "columns": list(columns), "data": list(data)})
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _engine_file(settings: StormwatchSettings) -> Path:
+    return settings.chdb_path / "engine.json"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def open_store(settings: StormwatchSettings, *, own: bool = False) -> Store:
+    """The store for these settings; `own=True` opens chdb here (the pipeline process)."""
+    if not settings.embedded_clickhouse:
+        return ClickHouseStore(settings.clickhouse_dsn)
+    info_path = _engine_file(settings)
+    if info_path.exists() and not own:
+        info = json.loads(info_path.read_text())
+        if _pid_alive(info["pid"]) and info["pid"] != os.getpid():
+            return RemoteStore(info["url"], info["token"])
+    try:
+        return ClickHouseStore(settings.clickhouse_dsn)
+    except StoreError as e:
+        raise StoreError(
+            f"{e}\n(chdb allows one process per data directory: is another stormwatch using "
+            f"{settings.chdb_path}?)"
+        ) from e
+
+
+class _Handler(BaseHTTPRequestHandler):
+    store: Store
+    token: str
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        return
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        if not secrets.compare_digest(
+            self.headers.get("authorization", ""), f"Bearer {self.token}"
+        ):
+            self._reply(401, b"unauthorized")
+            return
+        body = orjson.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+        try:
+            if self.path == "/query":
+                r = self.store.query(body["sql"], body.get("parameters"))
+                out: Any = {"columns": r.columns, "rows": r.rows}
+            elif self.path == "/command":
+                self.store.command(body["sql"])
+                out = {}
+            elif self.path == "/insert":
+                self.store.insert(body["table"], body["columns"], body["data"])
+                out = {}
+            else:
+                self._reply(404, b"no such operation")
+                return
+        except StoreError as e:
+            self._reply(400, str(e).encode())
+            return
+        self._reply(200, orjson.dumps(out, default=_default))
+
+    def _reply(self, code: int, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class StoreServer:
+    """Serves this process's store to other local stormwatch commands until `close()`."""
+
+    def __init__(self, store: Store, settings: StormwatchSettings) -> None:
+        token = secrets.token_urlsafe(24)
+        handler = type("Handler", (_Handler,), {"store": store, "token": token})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", settings.query_port), handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._info = _engine_file(settings)
+        url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._info.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._info, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"pid": os.getpid(), "url": url, "token": token}, f)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._info.unlink(missing_ok=True)
+
+
+def create_schema(store: Store, settings: StormwatchSettings) -> None:
+    """Create the database and tables if missing (safe to call on every start)."""
+    from stormwatch.schema import ddl
+
+    for stmt in ddl(settings.database, settings.retention_days):
+        store.command(stmt)

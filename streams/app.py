@@ -1,0 +1,252 @@
+"""The faust app: thin agents around plain logic (normalize.py, detect.py, sink.py).
+
+- normalize: raw JSON batches → observations, re-keyed: one message per points partition.
+  Bad input → the DLQ topic with reason and source position; never an exception out.
+- detect: per-series windows, detectors and episodes; rows go to ClickHouse and only then
+  are the points messages acked (offsets held while a window is open or a write fails).
+- dead_letters: the DLQ topic → the `dlq` table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import orjson
+
+from detectors.episodes import Episode
+from detectors.registry import make_detector
+from ingest.decode import Reject, decode_json
+from stormwatch.settings import StormwatchSettings
+from stormwatch.store import Store, StoreError
+from streams.detect import POINT_COLUMNS, DetectStage
+from streams.normalize import Normalizer
+from streams.series import Obs
+from streams.sink import ClickHouseSink
+from streams.wire import decode_points, encode_points, partition_of
+
+log = logging.getLogger("stormwatch.streams")
+
+EPISODE_COLUMNS = [
+    "episode_id", "series_id", "start", "end", "is_open", "peak_score", "peak_value",
+    "expected", "lower", "upper", "severity", "kind", "name", "service", "labels", "signals",
+    "explanation", "detector", "detector_version", "points", "updated_at",
+]  # fmt: skip
+DLQ_COLUMNS = ["ts", "source_topic", "source_partition", "source_offset", "item", "reason",
+               "payload"]  # fmt: skip
+HEALTH_COLUMNS = ["ts", "worker", "stage", "metric", "value"]
+MAX_PAYLOAD = 64 * 1024
+
+
+def episode_row(ep: Episode, now_ms: int) -> list[Any]:
+    d = ep.model_dump()
+    d["start"], d["end"], d["updated_at"] = ep.start_ms, ep.end_ms, now_ms
+    d["is_open"] = int(ep.is_open)
+    return [d[c] for c in EPISODE_COLUMNS]
+
+
+def dlq_record(topic: str, partition: int, offset: int, r: Reject) -> bytes:
+    return orjson.dumps({
+        "ts": int(time.time() * 1000), "source_topic": topic, "source_partition": partition,
+        "source_offset": offset, "item": r.item, "reason": r.reason,
+        "payload_b64": base64.b64encode(r.payload[:MAX_PAYLOAD]).decode(),
+    })  # fmt: skip
+
+
+def dlq_row(raw: bytes) -> list[Any]:
+    d = orjson.loads(raw)
+    payload = base64.b64decode(d["payload_b64"]).decode("utf-8", "replace")
+    return [d["ts"], d["source_topic"], d["source_partition"], d["source_offset"], d["item"],
+            d["reason"], payload]  # fmt: skip
+
+
+@dataclass
+class Stats:
+    """Counters the health timer turns into rows (and `stormwatch up` into a summary)."""
+
+    values: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, key: str, n: float = 1) -> None:
+        self.values[key] += n
+
+
+async def _write_with_retry(loop: asyncio.AbstractEventLoop, write: Callable[[], Any],
+                            stats: Stats, what: str) -> None:  # fmt: skip
+    """Retry a sink write with capped exponential backoff until it succeeds (offsets held)."""
+    delay = 0.1
+    while True:
+        try:
+            await loop.run_in_executor(None, write)
+            return
+        except StoreError as e:
+            stats.add(f"sink.{what}.failures")
+            log.warning("writing %s failed (%s); retrying in %.1fs", what, e, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def build_app(
+    settings: StormwatchSettings,
+    store: Store,
+    stats: Stats | None = None,
+    on_episode: Callable[[Episode], None] | None = None,
+) -> faust.App:
+    """The faust app for these settings, writing through `store`; `on_episode` sees each
+    episode change after it is written."""
+    t = settings.topics
+    stats = stats or Stats()
+    db = settings.database
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{h}" for h in settings.bootstrap().split(",")],
+        store="memory://",
+        web_enabled=False,
+        autodiscover=False,
+        topic_partitions=t.partitions,
+        topic_allow_declare=False,
+        broker_session_timeout=settings.broker_session_timeout_s,
+        broker_heartbeat_interval=min(1.0, settings.broker_session_timeout_s / 3),
+        consumer_auto_offset_reset="earliest",
+        producer_max_request_size=8 * 1024 * 1024,
+        producer_acks=-1,
+        logging_config=None,
+    )
+    app.stormwatch_stats = stats  # type: ignore[attr-defined]
+    raw_topic = app.topic(t.raw, value_serializer="raw", key_serializer="raw")
+    points_topic = app.topic(t.points, value_serializer="raw", key_serializer="raw",
+                             partitions=t.partitions)  # fmt: skip
+    dlq_topic = app.topic(t.dlq, value_serializer="raw", key_serializer="raw")
+    anomalies_topic = app.topic(t.anomalies, value_serializer="raw", key_serializer="raw")
+    normalizer = Normalizer()
+
+    @app.agent(raw_topic)
+    async def normalize(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(500, within=0.2):
+            by_part: dict[int, list[Obs]] = defaultdict(list)
+            for ev in events:
+                msg = ev.message
+                try:
+                    good, bad = decode_json(ev.value)
+                    obs = normalizer.observations(good)
+                except Exception as e:  # noqa: BLE001 - nothing escapes an agent (it would ack)
+                    good, obs = [], []
+                    bad = [Reject(-1, f"internal error: {type(e).__name__}: {e}", ev.value)]
+                stats.add("normalize.messages")
+                stats.add("normalize.events", len(good))
+                for r in bad:
+                    stats.add("normalize.rejects")
+                    await dlq_topic.send(value=dlq_record(msg.topic, msg.partition, msg.offset, r))
+                for o in obs:
+                    by_part[partition_of(o.series_id, t.partitions)].append(o)
+            for p, obs in by_part.items():
+                await points_topic.send(value=encode_points(obs, normalizer.meta), partition=p)
+
+    stage = DetectStage(
+        lambda: make_detector(settings.detector, threshold=settings.threshold),
+        window_s=settings.window_s, lateness_s=settings.lateness_s, threshold=settings.threshold,
+    )  # fmt: skip
+    app.stormwatch_stage = stage  # type: ignore[attr-defined]
+    points_sink = ClickHouseSink(store, f"{db}.points", POINT_COLUMNS)
+    episodes_sink = ClickHouseSink(store, f"{db}.anomalies", EPISODE_COLUMNS)
+    held: dict[tuple[int, int], Any] = {}
+    flush_lock = asyncio.Lock()
+    last_flush = [time.monotonic()]
+
+    def write_detected() -> None:
+        points_sink.flush()
+        episodes_sink.flush()
+
+    async def flush(stream: faust.StreamT) -> None:
+        async with flush_lock:
+            out = stage.drain()
+            if not out.rows and not out.episodes and not out.tokens:
+                return
+            points_sink.add_columns(out.points)
+            now_ms = int(time.time() * 1000)
+            for ep in out.episodes:
+                episodes_sink.add(episode_row(ep, now_ms))
+            await _write_with_retry(asyncio.get_running_loop(), write_detected, stats, "points")
+            stats.add("detect.points_written", out.rows)
+            for ep in out.episodes:
+                if on_episode:
+                    on_episode(ep)
+                await anomalies_topic.send(key=str(ep.series_id).encode(),
+                                           value=ep.model_dump_json().encode())  # fmt: skip
+            for tok in out.tokens:
+                ev = held.pop(tok, None)
+                if ev is not None:
+                    await stream.ack(ev)
+            last_flush[0] = time.monotonic()
+
+    streams: list[faust.StreamT] = []
+
+    @app.agent(points_topic)
+    async def detect(stream: faust.StreamT) -> None:
+        streams.append(stream)
+        async for ev in stream.noack().events():
+            msg = ev.message
+            tok = (msg.partition, msg.offset)
+            try:
+                obs, meta = decode_points(ev.value)
+            except Exception as e:  # noqa: BLE001 - only our own encoder writes this topic
+                log.error("unreadable points message %s: %s", tok, e)
+                stats.add("detect.unreadable")
+                await stream.ack(ev)
+                continue
+            held[tok] = ev
+            stage.add(obs, meta, tok)
+            if stage.buffered_rows >= 5000 or time.monotonic() - last_flush[0] >= 0.5:
+                await flush(stream)
+
+    @app.timer(0.5)
+    async def close_idle_windows() -> None:
+        if streams:
+            stage.close_idle()
+            await flush(streams[0])
+
+    dlq_sink = ClickHouseSink(store, f"{db}.dlq", DLQ_COLUMNS)
+
+    @app.agent(dlq_topic)
+    async def dead_letters(stream: faust.StreamT) -> None:
+        async for values in stream.take(1000, within=0.5):
+            for raw in values:
+                try:
+                    dlq_sink.add(dlq_row(raw))
+                except Exception as e:  # noqa: BLE001 - a foreign message on our DLQ topic
+                    log.error("unreadable dead letter: %s", e)
+            await _write_with_retry(asyncio.get_running_loop(), dlq_sink.flush, stats, "dlq")
+
+    health_sink = ClickHouseSink(store, f"{db}.health", HEALTH_COLUMNS)
+    worker_name = f"{socket.gethostname()}:{os.getpid()}"
+    reported: dict[str, float] = {}
+
+    @app.timer(5.0)
+    async def report_health() -> None:
+        now_ms = int(time.time() * 1000)
+        c = stage.counters
+        stats.values["detect.series"] = len(stage.series)
+        stats.values["detect.observations"] = c.observations
+        stats.values["detect.late"] = c.late
+        stats.values["detect.episodes_opened"] = c.episodes_opened
+        for key, v in list(stats.values.items()):
+            stage_name, _, metric = key.partition(".")
+            gauge = metric in {"series"}
+            value = v if gauge else v - reported.get(key, 0.0)
+            reported[key] = v
+            health_sink.add([now_ms, worker_name, stage_name, metric, value])
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, health_sink.flush)
+        except StoreError as e:
+            log.warning("health write failed: %s", e)
+
+    return app

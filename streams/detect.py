@@ -1,0 +1,238 @@
+"""The detect stage as plain logic: windows, one detector per series, episodes, ack tokens.
+
+Delivery: every observation arrives with a token (a Kafka message). A token becomes ready
+to ack only when every row its observations produced is in the output handed to the sink,
+including windows still open when it arrived. The caller writes `drain()`'s rows and only
+then acks its tokens, so offsets never run ahead of what ClickHouse holds (at-least-once),
+and rows are keyed so a replay replaces instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from detectors.base import Detector
+from detectors.episodes import Episode, EpisodeTracker, episode_id, severity
+from streams.series import AGG_LAST, AGG_RATE, Obs, Series
+
+POINT_COLUMNS = [
+    "series_id", "ts", "value", "n", "score", "expected", "lower", "upper", "is_anomaly",
+    "kind", "name", "service", "labels", "detector", "detector_version",
+]  # fmt: skip
+MAX_ZERO_FILL = 360  # rate series: at most this many empty windows become zeros
+
+
+@dataclass
+class _Window:
+    total: float = 0.0
+    n: int = 0
+    tokens: set[Hashable] = field(default_factory=set)
+
+
+@dataclass
+class _SeriesState:
+    sid: int
+    meta: Series
+    detector: Detector
+    episodes: EpisodeTracker
+    agg: int
+    windows: dict[int, _Window] = field(default_factory=dict)
+    watermark: int = -1
+    last_closed: int = -1  # start of the last closed window
+    last_seen_wall: float = 0.0
+    emitted: int = 0  # points since the open episode was last published
+
+
+@dataclass
+class Output:
+    points: list[list[Any]]  # column-oriented, POINT_COLUMNS
+    episodes: list[Episode]
+    tokens: list[Hashable]
+
+    @property
+    def rows(self) -> int:
+        return len(self.points[0])
+
+
+@dataclass
+class Counters:
+    observations: int = 0
+    points: int = 0
+    late: int = 0
+    episodes_opened: int = 0
+
+
+class DetectStage:
+    """Holds the per-series state of the partitions this worker owns."""
+
+    def __init__(
+        self,
+        make_detector: Callable[[], Detector],
+        *,
+        window_s: float = 10.0,
+        lateness_s: float = 5.0,
+        threshold: float = 0.9,
+        wall_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.make_detector = make_detector
+        self.window_ms = int(window_s * 1000)
+        self.lateness_ms = int(lateness_s * 1000)
+        self.threshold = threshold
+        self.clock = wall_clock
+        self.series: dict[int, _SeriesState] = {}
+        self.counters = Counters()
+        self._pending: dict[Hashable, int] = {}
+        self._ready: list[Hashable] = []
+        self._points: list[list[Any]] = [[] for _ in POINT_COLUMNS]
+        self._episodes: list[Episode] = []
+
+    # -- input ------------------------------------------------------------------------------
+    def add(self, obs: Iterable[Obs], meta: dict[int, Series], token: Hashable) -> None:
+        """Take one message's observations; `token` is released once their rows are out."""
+        self._pending[token] = self._pending.get(token, 0) + 1  # held while we work
+        now = self.clock()
+        touched: set[int] = set()
+        for o in obs:
+            self.counters.observations += 1
+            st = self.series.get(o.series_id)
+            if st is None:
+                st = self.series[o.series_id] = _SeriesState(
+                    o.series_id, meta[o.series_id], self.make_detector(),
+                    EpisodeTracker(high=self.threshold), o.agg,
+                )  # fmt: skip
+            st.last_seen_wall = now
+            if st.agg == AGG_LAST:
+                self._score(st, o.ts_ms, o.value, 1)
+                continue
+            start = o.ts_ms - o.ts_ms % self.window_ms
+            if start <= st.last_closed:
+                self.counters.late += 1
+                continue
+            w = st.windows.get(start)
+            if w is None:
+                w = st.windows[start] = _Window()
+            w.total += o.value
+            w.n += 1
+            if token not in w.tokens:
+                w.tokens.add(token)
+                self._pending[token] += 1
+            if o.ts_ms > st.watermark:
+                st.watermark = o.ts_ms
+            touched.add(o.series_id)
+        for sid in touched:
+            st = self.series[sid]
+            self._close(st, st.watermark - self.lateness_ms)
+        self._release(token)
+
+    def close_idle(self) -> None:
+        """Close windows of series that got nothing for a window plus the lateness (wall time)."""
+        idle = (self.window_ms + self.lateness_ms) / 1000
+        now = self.clock()
+        for st in self.series.values():
+            if st.windows and now - st.last_seen_wall >= idle:
+                self._close(st, max(st.windows) + self.window_ms)
+
+    # -- output -----------------------------------------------------------------------------
+    def drain(self) -> Output:
+        """Rows and episodes produced so far, and the tokens safe to ack once they are written."""
+        out = Output(self._points, self._episodes, self._ready)
+        self._points = [[] for _ in POINT_COLUMNS]
+        self._episodes, self._ready = [], []
+        return out
+
+    @property
+    def buffered_rows(self) -> int:
+        return len(self._points[0])
+
+    # -- internals --------------------------------------------------------------------------
+    def _release(self, token: Hashable) -> None:
+        left = self._pending[token] - 1
+        if left:
+            self._pending[token] = left
+        else:
+            del self._pending[token]
+            self._ready.append(token)
+
+    def _close(self, st: _SeriesState, upto_ms: int) -> None:
+        """Close, in time order, every open window that ends at or before `upto_ms`."""
+        for start in sorted(st.windows):
+            if start + self.window_ms > upto_ms:
+                break
+            w = st.windows.pop(start)
+            if st.agg == AGG_RATE and st.last_closed >= 0:
+                gap = (start - st.last_closed) // self.window_ms - 1
+                for k in range(1, min(gap, MAX_ZERO_FILL) + 1):
+                    self._score(st, st.last_closed + k * self.window_ms, 0.0, 0)
+            value = w.total / (self.window_ms / 1000) if st.agg == AGG_RATE else w.total / w.n
+            self._score(st, start, value, w.n)
+            st.last_closed = start
+            for t in w.tokens:
+                self._release(t)
+
+    def _score(self, st: _SeriesState, ts_ms: int, value: float, n: int) -> None:
+        det = st.detector
+        x = {"y": value, "t": ts_ms / 1000}
+        score = det.score_one(x)
+        band = det.band()
+        det.learn_one(x)
+        m = st.meta
+        sid = st.sid
+        for col, v in zip(
+            self._points,
+            (sid, ts_ms, value, n, score, band.expected, band.lower, band.upper,
+             int(score >= self.threshold), m.kind, m.name, m.service, m.label_dict(),
+             det.name, det.version),
+            strict=True,
+        ):  # fmt: skip
+            col.append(v)
+        self.counters.points += 1
+        self._track(st, sid, ts_ms, score, value, band)
+
+    def _track(self, st: _SeriesState, sid: int, ts_ms: int, score: float, value: float,
+               band: tuple[float, float, float]) -> None:  # fmt: skip
+        ep = st.episodes
+        change = ep.update(ts_ms, score, value, band)
+        if change is None:
+            return
+        if change == "open":
+            self.counters.episodes_opened += 1
+        st.emitted += 1
+        if change == "grow" and st.emitted < 6 and score < ep.peak[0]:
+            return  # throttle: publish growth every few points or on a new peak
+        st.emitted = 0
+        self._episodes.append(
+            build_episode(st.meta, sid, ep, st.detector, closed=change == "close")
+        )
+        if change == "close":
+            ep.reset()
+
+
+def _fmt(x: float) -> str:
+    if not math.isfinite(x):
+        return "n/a"
+    return f"{x:.4g}"
+
+
+def build_episode(
+    m: Series, sid: int, ep: EpisodeTracker, det: Detector, *, closed: bool
+) -> Episode:
+    score, value, expected, lower, upper = ep.peak
+    where = " ".join(f"{k}={v}" for k, v in m.labels if v)
+    ratio = f", {value / expected:.2g}x expected" if expected and math.isfinite(expected) else ""
+    explanation = (
+        f"{m.kind}.{m.name} of {m.service or '-'} [{where}] peaked at {_fmt(value)} vs expected "
+        f"{_fmt(expected)} (normal range {_fmt(lower)} to {_fmt(upper)}{ratio}); score "
+        f"{score:.3f} from {det.name} v{det.version} over {ep.points} point(s)"
+    )
+    return Episode(
+        episode_id=episode_id(sid, ep.start_ms), series_id=sid, start_ms=ep.start_ms,
+        end_ms=ep.end_ms, is_open=not closed, peak_score=score, peak_value=value,
+        expected=expected, lower=lower, upper=upper, severity=severity(score), kind=m.kind,
+        name=m.name, service=m.service, labels=m.label_dict(), signals=[f"{m.kind}.{m.name}"],
+        explanation=explanation, detector=det.name, detector_version=det.version,
+        points=ep.points,
+    )  # fmt: skip
