@@ -1,8 +1,10 @@
 """The producer SDK: typed helpers that batch events into JSON arrays on the raw topic.
 
 One Kafka message carries up to `batch_size` events (faust pays ~85 µs per message, so
-points travel in batches). `flush()` waits for delivery and returns how many events failed;
-the context manager flushes on exit.
+points travel in batches). Every message of one producer carries the same key, so it lands on
+one partition and a series sent by one producer is read in the order it was sent.
+`flush()` waits for delivery and returns how many events failed; the context manager flushes
+on exit.
 """
 
 from __future__ import annotations
@@ -32,10 +34,14 @@ class TelemetryProducer:
         *,
         batch_size: int = 500,
         producer: Any = None,
+        key: str | None = None,
     ) -> None:
+        import uuid
+
         from kafka import KafkaProducer
 
         self.topic = topic
+        self.key = (key or uuid.uuid4().hex).encode()
         self.batch_size = batch_size
         self._producer = producer or KafkaProducer(
             bootstrap_servers=bootstrap,
@@ -141,7 +147,7 @@ class TelemetryProducer:
     def _send_locked(self) -> None:
         batch, self._buf = self._buf, []
         n = len(batch)
-        fut = self._producer.send(self.topic, orjson.dumps(batch))
+        fut = self._producer.send(self.topic, orjson.dumps(batch), key=self.key)
         fut.add_callback(self._ok, n)
         fut.add_errback(self._err, n)
 

@@ -117,6 +117,7 @@ def build_app(
         broker_session_timeout=settings.broker_session_timeout_s,
         broker_heartbeat_interval=min(1.0, settings.broker_session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,  # detect holds events on purpose (open windows)
         producer_max_request_size=8 * 1024 * 1024,
         producer_acks=-1,
         logging_config=None,

@@ -1,0 +1,50 @@
+"""The store: one interface over the real engine, served to other local processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from stormwatch.store import Store, StoreServer
+from streams.app import HEALTH_COLUMNS
+
+
+def test_schema_is_idempotent_and_inserts_are_column_oriented(
+    chdb_store: Store, db_settings
+) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from stormwatch.store import create_schema
+
+    now_ms = int(time.time() * 1000)
+    create_schema(chdb_store, db_settings)  # second time: no error
+    db = db_settings.database
+    chdb_store.insert(
+        f"{db}.health",
+        HEALTH_COLUMNS,
+        [[now_ms, now_ms + 1000], ["w", "w"], ["s", "s"], ["m", "m"], [1.0, 2.0]],
+    )
+    assert chdb_store.query(f"SELECT sum(value) FROM {db}.health").rows == [(3.0,)]
+
+
+def test_store_server_answers_another_process_with_token(chdb_store: Store, db_settings) -> None:  # type: ignore[no-untyped-def]
+    server = StoreServer(chdb_store, db_settings)
+    try:
+        info = json.loads((db_settings.chdb_path / "engine.json").read_text())
+        assert (db_settings.chdb_path / "engine.json").stat().st_mode & 0o777 == 0o600
+        code = (
+            "import sys; from stormwatch.store import RemoteStore;"
+            f"r = RemoteStore({info['url']!r}, {info['token']!r});"
+            f"print(r.query('SELECT count() FROM {db_settings.database}.points').rows[0][0]);"
+            f"bad = RemoteStore({info['url']!r}, 'wrong')\n"
+            "try:\n    bad.query('SELECT 1')\nexcept Exception as e:\n    print('refused', e)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+        assert out.splitlines()[0] == "0"
+        assert "refused unauthorized" in out
+    finally:
+        server.close()
+    assert not (db_settings.chdb_path / "engine.json").exists()

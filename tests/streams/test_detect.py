@@ -1,0 +1,97 @@
+"""The detect stage: windows, scoring order and the ack-token rule that makes delivery safe."""
+
+from __future__ import annotations
+
+from detectors.robust import RobustDetector
+from streams.detect import POINT_COLUMNS, DetectStage
+from streams.series import AGG_LAST, AGG_MEAN, AGG_RATE, Obs, make_series, series_id
+
+LAT = make_series("span", "latency_ms", "svc", operation="op")
+THR = make_series("span", "throughput", "svc", operation="op")
+CPU = make_series("metric", "cpu", "", host="a")
+META = {series_id(s): s for s in (LAT, THR, CPU)}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def stage(clock: Clock | None = None) -> DetectStage:
+    return DetectStage(RobustDetector, window_s=10, lateness_s=5, wall_clock=clock or Clock())
+
+
+def column(out, name):  # type: ignore[no-untyped-def]
+    return out.points[POINT_COLUMNS.index(name)]
+
+
+def test_passthrough_point_is_scored_and_its_token_ready_at_once() -> None:
+    st = stage()
+    st.add([Obs(series_id(CPU), 1_000, 0.5, AGG_LAST)], META, "m1")
+    out = st.drain()
+    assert out.rows == 1 and out.tokens == ["m1"]
+    assert column(out, "value") == [0.5] and column(out, "n") == [1]
+
+
+def test_window_holds_token_until_closed_then_emits_mean() -> None:
+    st = stage()
+    lat = series_id(LAT)
+    st.add([Obs(lat, 1_000, 10.0, AGG_MEAN), Obs(lat, 2_000, 20.0, AGG_MEAN)], META, "m1")
+    assert st.drain().tokens == []  # the window [0, 10s) is open: m1 must not be acked
+    st.add([Obs(lat, 12_000, 30.0, AGG_MEAN)], META, "m2")
+    assert st.drain().tokens == []  # watermark 12s < 10s + 5s lateness
+    st.add([Obs(lat, 9_000, 40.0, AGG_MEAN), Obs(lat, 15_500, 5.0, AGG_MEAN)], META, "m3")
+    out = st.drain()
+    assert column(out, "ts") == [0] and column(out, "value") == [(10 + 20 + 40) / 3]
+    assert column(out, "n") == [3]
+    assert out.tokens == ["m1"]  # m2 and m3 still feed the open window [10s, 20s)
+
+
+def test_late_observation_is_counted_not_lost_silently() -> None:
+    st = stage()
+    lat = series_id(LAT)
+    st.add([Obs(lat, 1_000, 1.0, AGG_MEAN), Obs(lat, 16_000, 1.0, AGG_MEAN)], META, "m1")
+    st.add([Obs(lat, 2_000, 1.0, AGG_MEAN)], META, "m2")
+    assert st.counters.late == 1
+    assert "m2" in st.drain().tokens
+
+
+def test_rate_windows_fill_gaps_with_zero() -> None:
+    st = stage()
+    thr = series_id(THR)
+    st.add([Obs(thr, 1_000, 1.0, AGG_RATE)] * 5, META, "m1")
+    st.add([Obs(thr, 41_000, 1.0, AGG_RATE), Obs(thr, 60_000, 1.0, AGG_RATE)], META, "m2")
+    out = st.drain()
+    assert column(out, "ts") == [0, 10_000, 20_000, 30_000, 40_000]
+    assert column(out, "value") == [0.5, 0.0, 0.0, 0.0, 0.1]
+
+
+def test_idle_series_window_closes_on_wall_clock() -> None:
+    clock = Clock()
+    st = stage(clock)
+    st.add([Obs(series_id(LAT), 1_000, 7.0, AGG_MEAN)], META, "m1")
+    clock.t = 10.0
+    st.close_idle()
+    assert st.drain().tokens == []
+    clock.t = 15.0
+    st.close_idle()
+    out = st.drain()
+    assert out.tokens == ["m1"] and column(out, "value") == [7.0]
+
+
+def test_level_shift_opens_one_episode_with_explanation() -> None:
+    st = stage()
+    cpu = series_id(CPU)
+    vals = [0.5 + 0.01 * ((i * 7) % 5 - 2) for i in range(60)] + [0.95] * 5 + [0.5] * 10
+    for i, v in enumerate(vals):
+        st.add([Obs(cpu, i * 10_000, v, AGG_LAST)], META, i)
+    eps = st.drain().episodes
+    opened = {e.episode_id for e in eps}
+    assert len(opened) == 1
+    last = eps[-1]
+    assert not last.is_open and last.start_ms == 600_000 and last.peak_value == 0.95
+    assert last.lower < 0.5 < last.upper and "expected" in last.explanation
+    assert last.detector == "robust"
