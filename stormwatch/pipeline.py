@@ -101,6 +101,7 @@ def run_up(settings: StormwatchSettings, *, demo: bool = False, duration: float 
         out.write("running: Ctrl-C stops\n")
         out.flush()
         worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+        worker.spinner = None  # its cursor escapes mangle our output and logs
         try:
             worker.execute_from_commandline()
         except SystemExit:

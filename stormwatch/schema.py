@@ -9,6 +9,18 @@ recomputed from a partial replay never overwrites the complete one.
 from __future__ import annotations
 
 TABLES: dict[str, str] = {
+    "checkpoints": """
+CREATE TABLE IF NOT EXISTS {db}.checkpoints (
+    ts DateTime64(3, 'UTC'),
+    topic LowCardinality(String),
+    partition UInt16,
+    series_id UInt64,
+    state String
+) ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(ts)
+ORDER BY (topic, partition, series_id, ts)
+TTL toDateTime(ts) + INTERVAL 7 DAY
+""",
     "points": """
 CREATE TABLE IF NOT EXISTS {db}.points (
     series_id UInt64,
@@ -60,6 +72,26 @@ PARTITION BY toYYYYMM(start)
 ORDER BY (start, series_id)
 TTL toDateTime(start) + INTERVAL {retention_days} DAY
 """,
+    "drift": """
+CREATE TABLE IF NOT EXISTS {db}.drift (
+    ts DateTime64(3, 'UTC'),
+    series_id UInt64,
+    kind LowCardinality(String),
+    name LowCardinality(String),
+    service LowCardinality(String),
+    labels Map(LowCardinality(String), String),
+    detector LowCardinality(String),
+    detector_version LowCardinality(String),
+    before_mean Float64,
+    after_mean Float64,
+    before_std Float64,
+    after_std Float64,
+    explanation String
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(ts)
+ORDER BY (series_id, ts)
+TTL toDateTime(ts) + INTERVAL {retention_days} DAY
+""",
     "dlq": """
 CREATE TABLE IF NOT EXISTS {db}.dlq (
     ts DateTime64(3, 'UTC'),
@@ -85,6 +117,39 @@ CREATE TABLE IF NOT EXISTS {db}.health (
 PARTITION BY toYYYYMMDD(ts)
 ORDER BY (metric, stage, ts)
 TTL toDateTime(ts) + INTERVAL 7 DAY
+""",
+    "action_audit": """
+CREATE TABLE IF NOT EXISTS {db}.action_audit (
+    ts DateTime64(3, 'UTC'),
+    audit_id String,
+    proposal_id String,
+    episode_id UInt64,
+    series_id UInt64,
+    policy LowCardinality(String),
+    action LowCardinality(String),
+    params String,
+    state LowCardinality(String),
+    actor String,
+    source LowCardinality(String),
+    detail String,
+    dry_run UInt8
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(ts)
+ORDER BY (proposal_id, ts, audit_id)
+TTL toDateTime(ts) + INTERVAL 365 DAY
+""",
+    "feedback": """
+CREATE TABLE IF NOT EXISTS {db}.feedback (
+    ts DateTime64(3, 'UTC'),
+    episode_id UInt64,
+    series_id UInt64,
+    label LowCardinality(String),
+    user String,
+    source LowCardinality(String)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(ts)
+ORDER BY (episode_id, user, ts)
+TTL toDateTime(ts) + INTERVAL 365 DAY
 """,
 }
 

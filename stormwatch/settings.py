@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -46,6 +47,10 @@ class StormwatchSettings(BaseSettings):
     retention_days: int = Field(30, ge=1)
     query_port: int = Field(0, ge=0, le=65535, description="embedded engine's query port; 0 = free")
     broker_session_timeout_s: float = Field(6.0, gt=0)
+    checkpoint_s: float = Field(30.0, gt=0, description="how often detector state is saved")
+    restore_before: datetime | None = Field(
+        None, description="roll back: resume detectors from checkpoints older than this"
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -44,6 +44,7 @@ EPISODE_COLUMNS = [
 DLQ_COLUMNS = ["ts", "source_topic", "source_partition", "source_offset", "item", "reason",
                "payload"]  # fmt: skip
 HEALTH_COLUMNS = ["ts", "worker", "stage", "metric", "value"]
+CHECKPOINT_COLUMNS = ["ts", "topic", "partition", "series_id", "state"]
 MAX_PAYLOAD = 64 * 1024
 
 
@@ -190,6 +191,72 @@ def build_app(
             last_flush[0] = time.monotonic()
 
     streams: list[faust.StreamT] = []
+    checkpoint_sink = ClickHouseSink(store, f"{db}.checkpoints", CHECKPOINT_COLUMNS)
+
+    async def checkpoint() -> None:
+        """Save the state of series scored since the last checkpoint (after their rows)."""
+        async with flush_lock:
+            now_ms = int(time.time() * 1000)
+            for sid, state in stage.snapshot().items():
+                checkpoint_sink.add([now_ms, t.points, sid % t.partitions, sid, state])
+            n = len(checkpoint_sink)
+            await _write_with_retry(asyncio.get_running_loop(), checkpoint_sink.flush, stats,
+                                    "checkpoints")  # fmt: skip
+            stats.add("detect.checkpointed", n)
+
+    def load_checkpoints(parts: set[int]) -> dict[int, str]:
+        before = ""
+        if settings.restore_before:
+            before = f"AND ts < toDateTime64({settings.restore_before.timestamp():.3f}, 3)"
+        r = store.query(
+            f"SELECT series_id, argMax(state, ts) FROM {db}.checkpoints "
+            f"WHERE topic = {{topic:String}} AND partition IN ({','.join(map(str, parts))}) "
+            f"{before} GROUP BY series_id",
+            {"topic": t.points},
+        )
+        return {int(sid): state for sid, state in r.rows}
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: object, assigned: set[Any], **kw: Any) -> None:
+        parts = {tp.partition for tp in assigned if tp.topic == t.points}
+        if not parts:
+            return
+        loop = asyncio.get_running_loop()
+        async with flush_lock:
+            states = await loop.run_in_executor(None, load_checkpoints, parts)
+            stage.restore({s: v for s, v in states.items() if s not in stage.series})
+        stats.add("detect.restored", len(states))
+        log.info("partitions %s assigned: %d series resumed from checkpoints", parts, len(states))
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: object, revoked: set[Any], **kw: Any) -> None:
+        parts = {tp.partition for tp in revoked if tp.topic == t.points}
+        if not parts:
+            return
+        if streams:
+            await flush(streams[0])
+        await checkpoint()
+        async with flush_lock:
+            stage.drop_partitions(parts, t.partitions)
+            for tok in [k for k in held if k[0] in parts]:
+                del held[tok]
+
+    @app.on_before_shutdown.connect
+    async def on_shutdown(sender: object, **kw: Any) -> None:
+        """A graceful stop writes what is scored and checkpoints it, so the next start resumes
+        each series exactly where it was (replayed samples up to there are skipped)."""
+        try:
+            if streams:
+                await flush(streams[0])
+            await checkpoint()
+        except Exception as e:  # noqa: BLE001 - never block shutdown; replay covers the rest
+            log.error("final checkpoint failed: %s", e)
+
+    @app.timer(settings.checkpoint_s)
+    async def periodic_checkpoint() -> None:
+        if streams:
+            await flush(streams[0])
+            await checkpoint()
 
     @app.agent(points_topic)
     async def detect(stream: faust.StreamT) -> None:

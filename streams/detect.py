@@ -9,8 +9,11 @@ and rows are keyed so a replay replaces instead of duplicating.
 
 from __future__ import annotations
 
+import base64
 import math
+import pickle
 import time
+import zlib
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +48,8 @@ class _SeriesState:
     last_closed: int = -1  # start of the last closed window
     last_seen_wall: float = 0.0
     emitted: int = 0  # points since the open episode was last published
+    last_ts: int = -1  # latest sample time scored (passthrough series)
+    replayed_upto: int = -1  # restored from a checkpoint: samples up to here are stored already
 
 
 @dataclass
@@ -63,6 +68,7 @@ class Counters:
     observations: int = 0
     points: int = 0
     late: int = 0
+    replayed: int = 0
     episodes_opened: int = 0
 
 
@@ -89,6 +95,7 @@ class DetectStage:
         self._ready: list[Hashable] = []
         self._points: list[list[Any]] = [[] for _ in POINT_COLUMNS]
         self._episodes: list[Episode] = []
+        self._dirty: set[int] = set()  # series scored since the last snapshot
 
     # -- input ------------------------------------------------------------------------------
     def add(self, obs: Iterable[Obs], meta: dict[int, Series], token: Hashable) -> None:
@@ -106,7 +113,11 @@ class DetectStage:
                 )  # fmt: skip
             st.last_seen_wall = now
             if st.agg == AGG_LAST:
+                if o.ts_ms <= st.replayed_upto:
+                    self.counters.replayed += 1  # scored and stored before the checkpoint
+                    continue
                 self._score(st, o.ts_ms, o.value, 1)
+                st.last_ts = max(st.last_ts, o.ts_ms)
                 continue
             start = o.ts_ms - o.ts_ms % self.window_ms
             if start <= st.last_closed:
@@ -147,6 +158,46 @@ class DetectStage:
     @property
     def buffered_rows(self) -> int:
         return len(self._points[0])
+
+    # -- partitions and checkpoints ------------------------------------------------------------
+    def drop_partitions(self, parts: set[int], partitions: int) -> None:
+        """Forget series and held messages of partitions this worker no longer owns: the new
+        owner replays them from the committed offset."""
+        for sid in [s for s in self.series if s % partitions in parts]:
+            del self.series[sid]
+            self._dirty.discard(sid)
+        for tok in [t for t in self._pending if isinstance(t, tuple) and t[0] in parts]:
+            del self._pending[tok]
+
+    def snapshot(self) -> dict[int, str]:
+        """State of every series scored since the last snapshot, for a checkpoint. Open windows
+        are left out: their messages are not acked, so a restart replays them."""
+        out = {}
+        for sid in self._dirty:
+            st = self.series.get(sid)
+            if st is None:
+                continue
+            blob = (st.meta, st.detector, st.episodes, st.agg, st.last_closed, st.last_ts)
+            out[sid] = base64.b64encode(zlib.compress(pickle.dumps(blob, 5))).decode()
+        self._dirty.clear()
+        return out
+
+    def restore(self, states: dict[int, str]) -> int:
+        """Resume series from checkpoints (written by this pipeline to its own store)."""
+        for sid, text in states.items():
+            blob = pickle.loads(zlib.decompress(base64.b64decode(text)))  # noqa: S301 - our own
+            meta, det, episodes, agg, last_closed, last_ts = blob
+            self.series[sid] = _SeriesState(
+                sid,
+                meta,
+                det,
+                episodes,
+                agg,
+                last_closed=last_closed,
+                last_ts=last_ts,
+                replayed_upto=last_ts,
+            )
+        return len(states)
 
     # -- internals --------------------------------------------------------------------------
     def _release(self, token: Hashable) -> None:
@@ -190,6 +241,7 @@ class DetectStage:
         ):  # fmt: skip
             col.append(v)
         self.counters.points += 1
+        self._dirty.add(sid)
         self._track(st, sid, ts_ms, score, value, band)
 
     def _track(self, st: _SeriesState, sid: int, ts_ms: int, score: float, value: float,
