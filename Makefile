@@ -24,5 +24,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+bench-quality: $(STAMP)
+	$(BIN)/python -m benchmarks.quality
+
+bench-detectors: $(STAMP)
+	$(BIN)/python -m benchmarks.detectors
+
 clean:
 	rm -rf .stormwatch build *.egg-info

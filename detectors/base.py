@@ -4,6 +4,8 @@
 more anomalous, and one threshold means the same on every series. `learn_one(x)` updates in
 place. `x` is river-style: {"y": value, "t": epoch seconds}. `band()` tells what the model
 expects next, for explanations. Objects must pickle (checkpoints) and be deterministic.
+Optional: `rebaseline(last=None)` takes the last points as the new normal (drift, feedback);
+a detector without it is rebuilt instead. Generic checks: `detectors.checks`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Config names → detector constructors. An explicit dict, built here, read by the app."""
+"""Config names → detector constructors. An explicit dict, built here, read by the app.
+
+`DEFAULT` is the one place that names the default univariate detector.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +11,25 @@ from typing import Any
 from detectors import DetectorsError
 from detectors.base import Detector
 from detectors.robust import RobustDetector
+from detectors.zscore import RollingZScore
+
+DEFAULT = "robust"
 
 REGISTRY: dict[str, Callable[..., Detector]] = {
     "robust": RobustDetector,
+    "zscore": RollingZScore,
 }
 
 
 def make_detector(name: str, **params: Any) -> Detector:
+    """A fresh detector; unknown names and bad parameters raise `DetectorsError`."""
     try:
         ctor = REGISTRY[name]
     except KeyError:
         raise DetectorsError(
             f"unknown detector {name!r}; registered: {', '.join(sorted(REGISTRY))}"
         ) from None
-    return ctor(**params)
+    try:
+        return ctor(**params)
+    except (TypeError, ValueError) as e:
+        raise DetectorsError(f"detector {name!r}: {e}") from None

@@ -17,7 +17,7 @@ from typing import IO
 from detectors.episodes import Episode
 from stormwatch.broker import LocalBroker
 from stormwatch.settings import StormwatchSettings
-from stormwatch.store import Store, StoreServer, create_schema, open_store
+from stormwatch.store import Store, StoreServer, create_schema, open_store, with_faults
 
 log = logging.getLogger("stormwatch")
 
@@ -53,10 +53,15 @@ def summarize(store: Store, settings: StormwatchSettings) -> dict[str, int]:
     return {"points": points, "series": series, "episodes": episodes, "dead_letters": dead}
 
 
-def run_up(settings: StormwatchSettings, *, demo: bool = False, duration: float | None = None,
-           start_broker: bool = True, out: IO[str] = sys.stdout) -> int:  # fmt: skip
-    import faust
-
+def run_up(
+    settings: StormwatchSettings,
+    *,
+    demo: bool = False,
+    duration: float | None = None,
+    start_broker: bool = True,
+    gateway_on: bool = True,
+    out: IO[str] = sys.stdout,
+) -> int:
     from ingest.producer import TelemetryProducer
     from ingest.topics import ensure_topics
     from stormwatch.demo import DemoGenerator
@@ -71,7 +76,7 @@ def run_up(settings: StormwatchSettings, *, demo: bool = False, duration: float 
         broker = LocalBroker(settings.broker_port, settings.data_dir / "broker.log").start()
         out.write(f"broker: Tansu on {broker.bootstrap} (embedded, memory storage: its data is "
                   "gone when it stops)\n")  # fmt: skip
-    store = server = None
+    store = server = gateway = None
     stop = threading.Event()
     threads: list[threading.Thread] = []
     try:
@@ -81,8 +86,12 @@ def run_up(settings: StormwatchSettings, *, demo: bool = False, duration: float 
         if settings.embedded_clickhouse:
             server = StoreServer(store, settings)
         out.write(f"storage: {settings.redacted_dsn()} (database {settings.database})\n")
+        if gateway_on:
+            gateway = _start_gateway(settings, out)
         stats = Stats()
-        app = build_app(settings, store, stats, on_episode=_print_episode(out))  # type: ignore[arg-type]
+        app = build_app(
+            settings, with_faults(store, settings), stats, on_episode=_print_episode(out)
+        )  # type: ignore[arg-type]
         t0 = time.time()
         gen = None
         if demo:
@@ -100,12 +109,7 @@ def run_up(settings: StormwatchSettings, *, demo: bool = False, duration: float 
             t.start()
         out.write("running: Ctrl-C stops\n")
         out.flush()
-        worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
-        worker.spinner = None  # its cursor escapes mangle our output and logs
-        try:
-            worker.execute_from_commandline()
-        except SystemExit:
-            pass
+        run_faust(app)
         stop.set()
         for t in threads:
             t.join(timeout=15)
@@ -124,12 +128,61 @@ def run_up(settings: StormwatchSettings, *, demo: bool = False, duration: float 
         return 0
     finally:
         stop.set()
+        if gateway:
+            gateway.stop()
         if server:
             server.close()
         if store:
             store.close()
         if broker:
             broker.stop()
+
+
+def _start_gateway(settings: StormwatchSettings, out: IO[str]) -> object | None:
+    """The OTLP/HTTP + /ingest gateway; not fatal when it cannot start (port 4318 is often a
+    local Collector's)."""
+    from ingest import IngestError
+    from ingest.gateway import GatewayServer, load_gateway_settings
+
+    try:
+        return GatewayServer(settings, load_gateway_settings()).start(out=out)
+    except IngestError as e:
+        out.write(f"gateway: not started: {e}\n")
+        return None
+
+
+def run_faust(app: object) -> None:
+    """Run a faust worker for `app` in this process until SIGINT/SIGTERM."""
+    import faust
+
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    worker.spinner = None  # its cursor escapes mangle our output and logs
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        pass
+
+
+def run_worker(settings: StormwatchSettings, out: IO[str] = sys.stdout) -> int:
+    """One more worker in the consumer group: no broker, no engine of its own. With the
+    embedded engine it writes through the `stormwatch up` process that owns it."""
+    from stormwatch.store import RemoteStore, StoreError
+    from streams.app import build_app
+
+    store = open_store(settings)
+    if settings.embedded_clickhouse and not isinstance(store, RemoteStore):
+        store.close()
+        raise StoreError(
+            f"no stormwatch process owns {settings.chdb_path}: start `stormwatch up` first "
+            "(chdb allows one process per data directory), or use a ClickHouse server DSN"
+        )
+    out.write(f"worker: joining group {settings.app_id} on {settings.bootstrap()}\n")
+    out.flush()
+    try:
+        run_faust(build_app(settings, with_faults(store, settings), on_episode=_print_episode(out)))  # type: ignore[arg-type]
+    finally:
+        store.close()
+    return 0
 
 
 def _stop_after(duration: float, settings: StormwatchSettings, stop: threading.Event) -> None:

@@ -28,9 +28,9 @@ CREATE TABLE IF NOT EXISTS {db}.points (
     value Float64,
     n UInt32,
     score Float32,
-    expected Float64,
-    lower Float64,
-    upper Float64,
+    expected Nullable(Float64),
+    lower Nullable(Float64),
+    upper Nullable(Float64),
     is_anomaly UInt8,
     kind LowCardinality(String),
     name LowCardinality(String),
@@ -53,9 +53,9 @@ CREATE TABLE IF NOT EXISTS {db}.anomalies (
     is_open UInt8,
     peak_score Float32,
     peak_value Float64,
-    expected Float64,
-    lower Float64,
-    upper Float64,
+    expected Nullable(Float64),
+    lower Nullable(Float64),
+    upper Nullable(Float64),
     severity LowCardinality(String),
     kind LowCardinality(String),
     name LowCardinality(String),
@@ -90,6 +90,18 @@ CREATE TABLE IF NOT EXISTS {db}.drift (
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(ts)
 ORDER BY (series_id, ts)
+TTL toDateTime(ts) + INTERVAL {retention_days} DAY
+""",
+    "shadow_scores": """
+CREATE TABLE IF NOT EXISTS {db}.shadow_scores (
+    series_id UInt64,
+    ts DateTime64(3, 'UTC'),
+    detector LowCardinality(String),
+    detector_version LowCardinality(String),
+    score Float32
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMMDD(ts)
+ORDER BY (series_id, detector, ts)
 TTL toDateTime(ts) + INTERVAL {retention_days} DAY
 """,
     "dlq": """

@@ -48,6 +48,9 @@ class StormwatchSettings(BaseSettings):
     query_port: int = Field(0, ge=0, le=65535, description="embedded engine's query port; 0 = free")
     broker_session_timeout_s: float = Field(6.0, gt=0)
     checkpoint_s: float = Field(30.0, gt=0, description="how often detector state is saved")
+    fault_sink_failures: int = Field(
+        0, ge=0, description="chaos testing: fail the first N inserts into points"
+    )
     restore_before: datetime | None = Field(
         None, description="roll back: resume detectors from checkpoints older than this"
     )

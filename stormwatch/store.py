@@ -132,6 +132,37 @@ class RemoteStore:
         self._http.close()
 
 
+class FlakyStore:
+    """Chaos testing: the first `failures` inserts into `table` raise, as an outage would."""
+
+    def __init__(self, inner: Store, failures: int, table: str = "points") -> None:
+        self.inner = inner
+        self.left = failures
+        self.table = table
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Rows:
+        return self.inner.query(sql, parameters)
+
+    def command(self, sql: str) -> None:
+        self.inner.command(sql)
+
+    def insert(self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> None:
+        if self.left > 0 and table.rsplit(".", 1)[-1] == self.table:
+            self.left -= 1
+            raise StoreError(f"injected fault ({self.left} more to come)")
+        self.inner.insert(table, columns, data)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def with_faults(store: Store, settings: StormwatchSettings) -> Store:
+    """Wrap the store in the faults the settings ask for (none by default)."""
+    return (
+        FlakyStore(store, settings.fault_sink_failures) if settings.fault_sink_failures else store
+    )
+
+
 def _engine_file(settings: StormwatchSettings) -> Path:
     return settings.chdb_path / "engine.json"
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import math
 import os
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,10 @@ import orjson
 
 from detectors.episodes import Episode
 from detectors.registry import make_detector
+from ingest.cardinality import CardinalityGuard
 from ingest.decode import Reject, decode_json
+from ingest.otlp import OtlpState, decode_otlp_metrics, decode_otlp_traces
+from ingest.redact import Redactor
 from stormwatch.settings import StormwatchSettings
 from stormwatch.store import Store, StoreError
 from streams.detect import POINT_COLUMNS, DetectStage
@@ -52,6 +56,8 @@ def episode_row(ep: Episode, now_ms: int) -> list[Any]:
     d = ep.model_dump()
     d["start"], d["end"], d["updated_at"] = ep.start_ms, ep.end_ms, now_ms
     d["is_open"] = int(ep.is_open)
+    for k in ("expected", "lower", "upper"):
+        d[k] = d[k] if math.isfinite(d[k]) else None
     return [d[c] for c in EPISODE_COLUMNS]
 
 
@@ -96,6 +102,24 @@ async def _write_with_retry(loop: asyncio.AbstractEventLoop, write: Callable[[],
             delay = min(delay * 2, 5.0)
 
 
+class StormApp(faust.App):
+    """A faust app whose `before_stop` hooks run while it still owns its partitions: faust
+    stops the consumer (leaving the group) first thing in `on_stop`, and a final checkpoint
+    written after that could be read stale by the member taking the partitions over."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.before_stop: list[Callable[[], Awaitable[None]]] = []
+
+    async def on_stop(self) -> None:
+        for hook in self.before_stop:
+            try:
+                await hook()
+            except Exception as e:  # noqa: BLE001 - never block a stop; replay covers the rest
+                log.error("before-stop hook failed: %s", e)
+        await super().on_stop()
+
+
 def build_app(
     settings: StormwatchSettings,
     store: Store,
@@ -107,7 +131,7 @@ def build_app(
     t = settings.topics
     stats = stats or Stats()
     db = settings.database
-    app = faust.App(
+    app = StormApp(
         settings.app_id,
         broker=[f"kafka://{h}" for h in settings.bootstrap().split(",")],
         store="memory://",
@@ -129,29 +153,55 @@ def build_app(
                              partitions=t.partitions)  # fmt: skip
     dlq_topic = app.topic(t.dlq, value_serializer="raw", key_serializer="raw")
     anomalies_topic = app.topic(t.anomalies, value_serializer="raw", key_serializer="raw")
-    normalizer = Normalizer()
+    otlp_metrics_topic = app.topic(t.otlp_metrics, value_serializer="raw", key_serializer="raw")
+    otlp_spans_topic = app.topic(t.otlp_spans, value_serializer="raw", key_serializer="raw")
+    redactor = Redactor()  # defaults: emails, tokens, card numbers, IPs, secret-looking keys
+    guard = CardinalityGuard()  # defaults: 1k series per name, 10k per service, 500k in all
+    otlp_state = OtlpState()  # per worker: previous cumulative points, publish spans seen
+    normalizer = Normalizer(admit=guard.admit)
+
+    async def normalize_batch(events: list[Any], decode: Callable[[bytes], Any]) -> None:
+        """decode → redact → normalize (cap inside) → DLQ / points, for one take() batch."""
+        by_part: dict[int, list[Obs]] = defaultdict(list)
+        for ev in events:
+            msg = ev.message
+            try:
+                good, bad = decode(ev.value)
+                good = redactor.events(good)
+                obs = normalizer.observations(good)
+            except Exception as e:  # noqa: BLE001 - nothing escapes an agent (it would ack)
+                good, obs = [], []
+                bad = [Reject(-1, f"internal error: {type(e).__name__}: {e}", ev.value)]
+            stats.add("normalize.messages")
+            stats.add("normalize.events", len(good))
+            for r in bad:
+                stats.add("normalize.rejects")
+                # The DLQ table is storage too: redact the payload kept there.
+                text = redactor.text(r.payload.decode("utf-8", "replace"))
+                r = Reject(r.item, r.reason, text.encode())
+                await dlq_topic.send(value=dlq_record(msg.topic, msg.partition, msg.offset, r))
+            for o in obs:
+                by_part[partition_of(o.series_id, t.partitions)].append(o)
+        stats.values["normalize.unmodeled"] = guard.unmodeled
+        stats.values["normalize.redacted"] = redactor.redacted
+        stats.values["normalize.series"] = guard.series
+        for p, obs in by_part.items():
+            await points_topic.send(value=encode_points(obs, normalizer.meta), partition=p)
 
     @app.agent(raw_topic)
     async def normalize(stream: faust.StreamT) -> None:
         async for events in stream.take_events(500, within=0.2):
-            by_part: dict[int, list[Obs]] = defaultdict(list)
-            for ev in events:
-                msg = ev.message
-                try:
-                    good, bad = decode_json(ev.value)
-                    obs = normalizer.observations(good)
-                except Exception as e:  # noqa: BLE001 - nothing escapes an agent (it would ack)
-                    good, obs = [], []
-                    bad = [Reject(-1, f"internal error: {type(e).__name__}: {e}", ev.value)]
-                stats.add("normalize.messages")
-                stats.add("normalize.events", len(good))
-                for r in bad:
-                    stats.add("normalize.rejects")
-                    await dlq_topic.send(value=dlq_record(msg.topic, msg.partition, msg.offset, r))
-                for o in obs:
-                    by_part[partition_of(o.series_id, t.partitions)].append(o)
-            for p, obs in by_part.items():
-                await points_topic.send(value=encode_points(obs, normalizer.meta), partition=p)
+            await normalize_batch(events, decode_json)
+
+    @app.agent(otlp_metrics_topic)
+    async def normalize_otlp_metrics(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(100, within=0.2):
+            await normalize_batch(events, lambda raw: decode_otlp_metrics(raw, "auto", otlp_state))
+
+    @app.agent(otlp_spans_topic)
+    async def normalize_otlp_spans(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(100, within=0.2):
+            await normalize_batch(events, lambda raw: decode_otlp_traces(raw, "auto", otlp_state))
 
     stage = DetectStage(
         lambda: make_detector(settings.detector, threshold=settings.threshold),
@@ -191,6 +241,8 @@ def build_app(
             last_flush[0] = time.monotonic()
 
     streams: list[faust.StreamT] = []
+    stopping = [False]  # set by the final checkpoint: later messages are left for a replay
+    owned: set[int] = set()  # points partitions assigned to this worker now
     checkpoint_sink = ClickHouseSink(store, f"{db}.checkpoints", CHECKPOINT_COLUMNS)
 
     async def checkpoint() -> None:
@@ -224,7 +276,9 @@ def build_app(
         loop = asyncio.get_running_loop()
         async with flush_lock:
             states = await loop.run_in_executor(None, load_checkpoints, parts)
-            stage.restore({s: v for s, v in states.items() if s not in stage.series})
+            stage.drop_partitions(parts, t.partitions)  # anything built while not owned
+            stage.restore(states)
+            owned.update(parts)
         stats.add("detect.restored", len(states))
         log.info("partitions %s assigned: %d series resumed from checkpoints", parts, len(states))
 
@@ -233,6 +287,7 @@ def build_app(
         parts = {tp.partition for tp in revoked if tp.topic == t.points}
         if not parts:
             return
+        owned.difference_update(parts)
         if streams:
             await flush(streams[0])
         await checkpoint()
@@ -241,16 +296,15 @@ def build_app(
             for tok in [k for k in held if k[0] in parts]:
                 del held[tok]
 
-    @app.on_before_shutdown.connect
-    async def on_shutdown(sender: object, **kw: Any) -> None:
-        """A graceful stop writes what is scored and checkpoints it, so the next start resumes
-        each series exactly where it was (replayed samples up to there are skipped)."""
-        try:
-            if streams:
-                await flush(streams[0])
-            await checkpoint()
-        except Exception as e:  # noqa: BLE001 - never block shutdown; replay covers the rest
-            log.error("final checkpoint failed: %s", e)
+    async def final_checkpoint() -> None:
+        """A graceful stop scores nothing more, writes what is scored and checkpoints it, so
+        the next owner resumes each series exactly where it was."""
+        stopping[0] = True
+        if streams:
+            await flush(streams[0])
+        await checkpoint()
+
+    app.before_stop.append(final_checkpoint)
 
     @app.timer(settings.checkpoint_s)
     async def periodic_checkpoint() -> None:
@@ -263,6 +317,8 @@ def build_app(
         streams.append(stream)
         async for ev in stream.noack().events():
             msg = ev.message
+            if stopping[0] or msg.partition not in owned:
+                continue  # not acked: whoever owns the partition (next) replays it
             tok = (msg.partition, msg.offset)
             try:
                 obs, meta = decode_points(ev.value)
@@ -278,7 +334,7 @@ def build_app(
 
     @app.timer(0.5)
     async def close_idle_windows() -> None:
-        if streams:
+        if streams and not stopping[0]:
             stage.close_idle()
             await flush(streams[0])
 
@@ -298,8 +354,7 @@ def build_app(
     worker_name = f"{socket.gethostname()}:{os.getpid()}"
     reported: dict[str, float] = {}
 
-    @app.timer(5.0)
-    async def report_health() -> None:
+    async def write_health() -> None:
         now_ms = int(time.time() * 1000)
         c = stage.counters
         stats.values["detect.series"] = len(stage.series)
@@ -308,7 +363,7 @@ def build_app(
         stats.values["detect.episodes_opened"] = c.episodes_opened
         for key, v in list(stats.values.items()):
             stage_name, _, metric = key.partition(".")
-            gauge = metric in {"series"}
+            gauge = metric == "series"
             value = v if gauge else v - reported.get(key, 0.0)
             reported[key] = v
             health_sink.add([now_ms, worker_name, stage_name, metric, value])
@@ -317,4 +372,9 @@ def build_app(
         except StoreError as e:
             log.warning("health write failed: %s", e)
 
+    @app.timer(5.0)
+    async def report_health() -> None:
+        await write_health()
+
+    app.before_stop.append(write_health)  # the last counters, after the final checkpoint
     return app

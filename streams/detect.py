@@ -234,7 +234,8 @@ class DetectStage:
         sid = st.sid
         for col, v in zip(
             self._points,
-            (sid, ts_ms, value, n, score, band.expected, band.lower, band.upper,
+            (sid, ts_ms, value, n, score, _finite(band.expected), _finite(band.lower),
+             _finite(band.upper),
              int(score >= self.threshold), m.kind, m.name, m.service, m.label_dict(),
              det.name, det.version),
             strict=True,
@@ -261,6 +262,11 @@ class DetectStage:
         )
         if change == "close":
             ep.reset()
+
+
+def _finite(x: float) -> float | None:
+    """NULL, not ±inf or NaN, where the model has no band yet (warm-up)."""
+    return x if math.isfinite(x) else None
 
 
 def _fmt(x: float) -> str:

@@ -8,7 +8,7 @@ statement fingerprint (literals stripped before anything is stored).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ingest.fingerprint import fingerprint, normalize_statement
 from ingest.models import DbQuery, Event, MetricPoint, QueueEvent, Span
@@ -18,25 +18,32 @@ from streams.series import AGG_LAST, AGG_MEAN, AGG_RATE, Obs, Series, make_serie
 class Normalizer:
     """Keeps the id of every series it has seen so the hash is computed once per series."""
 
-    def __init__(self) -> None:
+    def __init__(self, admit: Callable[[Series], bool] | None = None) -> None:
         self._ids: dict[Series, int] = {}
         self.meta: dict[int, Series] = {}
+        self._admit = admit  # a cardinality cap: refused series are neither kept nor remembered
 
-    def _sid(self, s: Series) -> int:
+    def _sid(self, s: Series) -> int | None:
         sid = self._ids.get(s)
         if sid is None:
+            if self._admit is not None and not self._admit(s):
+                return None
             sid = self._ids[s] = series_id(s)
             self.meta[sid] = s
         return sid
 
     def observations(self, events: Iterable[Event]) -> list[Obs]:
         out: list[Obs] = []
-        add = out.append
+
+        def add(sid: int | None, ts: int, value: float, agg: int) -> None:
+            if sid is not None:
+                out.append(Obs(sid, ts, value, agg))
+
         for e in events:
             ts = int(e.ts * 1000)
             if isinstance(e, MetricPoint):
                 s = Series("metric", e.name, e.service, tuple(sorted(e.labels.items())))
-                add(Obs(self._sid(s), ts, e.value, AGG_LAST))
+                add(self._sid(s), ts, e.value, AGG_LAST)
             elif isinstance(e, Span):
                 labels = {**e.labels, "operation": e.operation}
                 for name, value, agg in (
@@ -44,31 +51,18 @@ class Normalizer:
                     ("error_rate", 1.0 if e.status == "error" else 0.0, AGG_MEAN),
                     ("throughput", 1.0, AGG_RATE),
                 ):
-                    add(
-                        Obs(
-                            self._sid(make_series("span", name, e.service, **labels)),
-                            ts,
-                            value,
-                            agg,
-                        )
-                    )
+                    add(self._sid(make_series("span", name, e.service, **labels)), ts, value, agg)
             elif isinstance(e, QueueEvent):
                 labels = {"queue": e.queue, "group": e.group}
-                add(
-                    Obs(
-                        self._sid(make_series("queue", "lag", e.service, **labels)),
-                        ts,
-                        e.lag,
-                        AGG_LAST,
-                    )
-                )
+                s = make_series("queue", "lag", e.service, **labels)
+                add(self._sid(s), ts, e.lag, AGG_LAST)
                 if e.oldest_age_s is not None:
                     s = make_series("queue", "oldest_age_s", e.service, **labels)
-                    add(Obs(self._sid(s), ts, e.oldest_age_s, AGG_LAST))
+                    add(self._sid(s), ts, e.oldest_age_s, AGG_LAST)
             elif isinstance(e, DbQuery):
                 shape = normalize_statement(e.statement)
                 labels = {"statement": shape, "fingerprint": fingerprint(shape), "system": e.system}
                 for name, value in (("latency_ms", e.duration_ms), ("error_rate", float(e.error))):
                     s = make_series("db", name, e.service, **labels)
-                    add(Obs(self._sid(s), ts, value, AGG_MEAN))
+                    add(self._sid(s), ts, value, AGG_MEAN)
         return out

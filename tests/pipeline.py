@@ -25,6 +25,7 @@ def settings_env(s: StormwatchSettings, bootstrap: str) -> dict[str, str]:
         "STORMWATCH_WINDOW_S": str(s.window_s),
         "STORMWATCH_LATENESS_S": str(s.lateness_s),
         "STORMWATCH_BROKER_SESSION_TIMEOUT_S": "6",
+        "STORMWATCH_GATEWAY_PORT": "0",
     })  # fmt: skip
     for field in ("raw", "otlp_metrics", "otlp_spans", "points", "dlq", "anomalies"):
         env[f"STORMWATCH_TOPIC_{field.upper()}"] = getattr(s.topics, field)
@@ -34,28 +35,53 @@ def settings_env(s: StormwatchSettings, bootstrap: str) -> dict[str, str]:
 
 @contextmanager
 def running_pipeline(
-    s: StormwatchSettings, bootstrap: str, log: Path
+    s: StormwatchSettings, bootstrap: str, log: Path, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`stormwatch up` against the test broker; stopped with SIGTERM (graceful) on exit."""
     engine = s.chdb_path / "engine.json"
     engine.unlink(missing_ok=True)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stormwatch.cli", "up"], env=settings_env(s, bootstrap),
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    proc = _spawn("up", s, bootstrap, log, env)
     try:
         wait_for(lambda: engine.exists() or proc.poll() is not None, 60, "pipeline start")
         assert proc.poll() is None, log.read_text()[-3000:]
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
+
+
+@contextmanager
+def running_worker(
+    s: StormwatchSettings, bootstrap: str, log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`stormwatch worker`: one more member of the group, writing through `up`'s engine."""
+    proc = _spawn("worker", s, bootstrap, log, env)
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+def _spawn(
+    command: str, s: StormwatchSettings, bootstrap: str, log: Path, env: dict[str, str] | None
+) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "stormwatch.cli", command],
+            env={**settings_env(s, bootstrap), **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Stop a pipeline process (SIGTERM: graceful; SIGKILL: a crash) and reap it."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def remote_store(s: StormwatchSettings) -> Store:
@@ -72,3 +98,46 @@ def wait_for(cond: Callable[[], object], timeout: float, what: str, every: float
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(every)
+
+
+def reference_scores(s: StormwatchSettings, events: list[dict]) -> dict[tuple[str, int], float]:
+    """Scores of one uninterrupted run of the configured detector over each metric series
+    (keyed by the `unit` label and ms timestamp), in the order the events were produced."""
+    from detectors.registry import make_detector
+
+    dets: dict[str, object] = {}
+    out = {}
+    for e in events:
+        unit = e["labels"]["unit"]
+        det = dets.setdefault(unit, make_detector(s.detector, threshold=s.threshold))
+        x = {"y": e["value"], "t": e["ts"]}
+        out[(unit, int(e["ts"] * 1000))] = det.score_one(x)  # type: ignore[attr-defined]
+        det.learn_one(x)  # type: ignore[attr-defined]
+    return out
+
+
+def stored_metric_rows(store: Store, db: str) -> list[tuple[str, int, float, bool]]:
+    """(unit, ms, score, has band) of every metric point, after replacement (FINAL)."""
+    return [
+        (labels["unit"], ts, score, expected is not None)
+        for labels, ts, score, expected in store.query(
+            f"SELECT labels, toUnixTimestamp64Milli(ts), score, expected FROM {db}.points FINAL "
+            f"WHERE kind = 'metric'"
+        ).rows
+    ]
+
+
+def reference_unbanded(s: StormwatchSettings, events: list[dict]) -> int:
+    """How many points one uninterrupted run scores without a band (its warm-up)."""
+    import math
+
+    from detectors.registry import make_detector
+
+    dets: dict[str, object] = {}
+    n = 0
+    for e in events:
+        det = dets.setdefault(e["labels"]["unit"], make_detector(s.detector, threshold=s.threshold))
+        x = {"y": e["value"], "t": e["ts"]}
+        n += not math.isfinite(det.band().expected)  # type: ignore[attr-defined]
+        det.learn_one(x)  # type: ignore[attr-defined]
+    return n

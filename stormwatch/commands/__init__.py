@@ -4,4 +4,7 @@ MODULES = [
     "stormwatch.commands.up",
     "stormwatch.commands.ship",
     "stormwatch.commands.query",
+    "stormwatch.commands.worker",
+    "stormwatch.commands.replay",
+    "stormwatch.commands.gateway",
 ]

@@ -16,10 +16,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         action="store_true",
         help="with a local bootstrap, expect the broker to be running already",
     )
+    p.add_argument("--no-gateway", action="store_true", help="do not serve OTLP/HTTP and /ingest")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, settings: StormwatchSettings) -> int:
     from stormwatch.pipeline import run_up
 
-    return run_up(settings, demo=args.demo, duration=args.duration, start_broker=not args.no_broker)
+    return run_up(
+        settings,
+        demo=args.demo,
+        duration=args.duration,
+        start_broker=not args.no_broker,
+        gateway_on=not args.no_gateway,
+    )

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import pickle
+import random
+from functools import partial
+
+import pytest
+
+from detectors import DetectorsError
+from detectors.model import SeriesModel
+from detectors.registry import make_detector
+
+
+def noise(n: int, seed: int = 0, level: float = 100.0, sd: float = 1.0) -> list[float]:
+    rng = random.Random(seed)
+    return [level + rng.gauss(0, sd) for _ in range(n)]
+
+
+def model(**kw: object) -> SeriesModel:
+    return SeriesModel(partial(make_detector, "robust"), **kw)  # type: ignore[arg-type]
+
+
+def feed(m: SeriesModel, ys: list[float], t0: int = 0) -> list:
+    return [m.update({"y": y, "t": 60.0 * (t0 + i)}) for i, y in enumerate(ys)]
+
+
+def test_series_model_level_shift_records_one_drift_and_adapts() -> None:
+    m = model()
+    feed(m, noise(300))
+    after = feed(m, noise(300, seed=1, level=130.0), t0=300)
+    events = [v.drift for v in after if v.drift is not None]
+    assert len(events) == 1
+    ev = events[0]
+    assert ev.before_mean == pytest.approx(100, abs=2) and ev.after_mean == pytest.approx(
+        130, abs=3
+    )
+    assert not any(v.is_anomaly for v in after[100:])  # the new normal is not flagged forever
+
+
+def test_series_model_warmup_uses_fallback_and_flags_outlier() -> None:
+    m = model()
+    out = feed(m, noise(8) + [150.0])
+    assert all(v.fallback for v in out)
+    assert out[-1].is_anomaly
+
+
+def test_series_model_detector_error_falls_back() -> None:
+    class Broken:
+        name, version = "broken", "0"
+
+        def score_one(self, x):
+            raise RuntimeError("boom")
+
+        def learn_one(self, x):
+            raise RuntimeError("boom")
+
+        def band(self):
+            raise RuntimeError("boom")
+
+    m = SeriesModel(Broken)  # type: ignore[arg-type]
+    out = feed(m, noise(40) + [200.0])
+    assert all(v.fallback for v in out) and out[-1].is_anomaly
+
+
+def test_series_model_pickle_restore_matches_uninterrupted_run() -> None:
+    ys = noise(400) + [140.0] + noise(200, seed=3, level=120.0)
+    whole = model()
+    ref = [v.score for v in feed(whole, ys)]
+    a = model()
+    feed(a, ys[:250])
+    b = pickle.loads(pickle.dumps(a))  # noqa: S301 (our own checkpoint)
+    assert [v.score for v in feed(b, ys[250:], t0=250)] == ref[250:]
+    assert len(pickle.dumps(a)) < 10_000
+
+
+def test_series_model_shadow_scores_but_never_flags() -> None:
+    m = SeriesModel(
+        partial(make_detector, "robust"), shadow=partial(make_detector, "zscore", z_at=1.5)
+    )
+    out = feed(m, noise(300))
+    assert all(v.shadow_score is not None for v in out)
+    assert any(v.shadow_score >= 0.9 for v in out)  # the shadow would have alerted...
+    assert not any(v.is_anomaly for v in out[20:])  # ...but only the active model decides
+
+
+@pytest.mark.parametrize("label", ["not_anomaly", "expected"])
+def test_apply_feedback_normal_labels_stop_pattern_alerting(label: str) -> None:
+    m = model()
+    feed(m, noise(200))
+    assert feed(m, [108.0], t0=200)[0].is_anomaly
+    m.apply_feedback(label)
+    feed(m, noise(20, seed=5), t0=201)
+    assert not feed(m, [108.0], t0=221)[0].is_anomaly
+    assert feed(m, [130.0], t0=222)[0].is_anomaly  # a bigger deviation still alerts
+
+
+def test_apply_feedback_anomaly_restores_alerting() -> None:
+    m = model()
+    feed(m, noise(200))
+    feed(m, [108.0], t0=200)
+    m.apply_feedback("not_anomaly")
+    assert not feed(m, [108.0], t0=201)[0].is_anomaly
+    m.apply_feedback("anomaly")
+    assert feed(m, [108.0], t0=202)[0].is_anomaly
+
+
+def test_apply_feedback_new_normal_rebaselines_now() -> None:
+    m, ref = model(), model()
+    for x in (m, ref):
+        feed(x, noise(200))
+        feed(x, [125.0, 124.0, 126.0] * 2, t0=200)  # too few to adapt by itself
+    m.apply_feedback("new_normal")
+    assert not feed(m, [125.5], t0=206)[0].is_anomaly
+    assert feed(ref, [125.5], t0=206)[0].is_anomaly
+
+
+def test_apply_feedback_unknown_label_raises() -> None:
+    with pytest.raises(DetectorsError, match="unknown label"):
+        model().apply_feedback("maybe")
