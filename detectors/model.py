@@ -100,9 +100,13 @@ class SeriesModel:
 
     # -- scoring ------------------------------------------------------------------------------
     def _fallback(self, y: float) -> tuple[float, Band]:
-        if len(self.recent_) < 5:
+        n = len(self.recent_)
+        if n < 8:
             return 0.0, Band(math.nan, -math.inf, math.inf)  # nothing to expect yet
         med, scale = median_mad_band(self.recent_)
+        # A MAD from a few points is itself uncertain: widen the band for small samples
+        # (x1.9 at 8 points, x1.3 at 32) so a cold start does not cry wolf.
+        scale *= math.sqrt(1.0 + 20.0 / n)
         w = Z_AT_THRESHOLD * scale
         return z_to_score((y - med) / scale), Band(med, med - w, med + w)
 

@@ -33,3 +33,21 @@ def make_detector(name: str, **params: Any) -> Detector:
         return ctor(**params)
     except (TypeError, ValueError) as e:
         raise DetectorsError(f"detector {name!r}: {e}") from None
+
+
+def model_factory(
+    detector: str = DEFAULT, *, threshold: float = 0.9, shadow: str | None = None
+) -> Callable[[], Any]:
+    """A picklable constructor of the per-series `SeriesModel` (active detector, drift,
+    fallback, optional shadow) that the stream and the tests build alike."""
+    from functools import partial
+
+    from detectors.model import SeriesModel
+
+    make_detector(detector, threshold=threshold)  # fail now on a bad name or parameter
+    return partial(
+        SeriesModel,
+        partial(make_detector, detector, threshold=threshold),
+        threshold=threshold,
+        shadow=partial(make_detector, shadow) if shadow else None,
+    )

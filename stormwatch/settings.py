@@ -43,6 +43,9 @@ class StormwatchSettings(BaseSettings):
         5.0, ge=0, description="how long a window waits for late observations"
     )
     detector: str = "robust"
+    shadow_detector: str | None = Field(
+        None, description="a detector scored beside the active one, stored, never acted on"
+    )
     threshold: float = Field(0.9, gt=0, lt=1)
     retention_days: int = Field(30, ge=1)
     query_port: int = Field(0, ge=0, le=65535, description="embedded engine's query port; 0 = free")

@@ -25,14 +25,14 @@ import faust
 import orjson
 
 from detectors.episodes import Episode
-from detectors.registry import make_detector
+from detectors.registry import model_factory
 from ingest.cardinality import CardinalityGuard
 from ingest.decode import Reject, decode_json
 from ingest.otlp import OtlpState, decode_otlp_metrics, decode_otlp_traces
 from ingest.redact import Redactor
 from stormwatch.settings import StormwatchSettings
 from stormwatch.store import Store, StoreError
-from streams.detect import POINT_COLUMNS, DetectStage
+from streams.detect import DRIFT_COLUMNS, POINT_COLUMNS, SHADOW_COLUMNS, DetectStage
 from streams.normalize import Normalizer
 from streams.series import Obs
 from streams.sink import ClickHouseSink
@@ -204,26 +204,34 @@ def build_app(
             await normalize_batch(events, lambda raw: decode_otlp_traces(raw, "auto", otlp_state))
 
     stage = DetectStage(
-        lambda: make_detector(settings.detector, threshold=settings.threshold),
+        model_factory(
+            settings.detector, threshold=settings.threshold, shadow=settings.shadow_detector
+        ),
         window_s=settings.window_s, lateness_s=settings.lateness_s, threshold=settings.threshold,
     )  # fmt: skip
     app.stormwatch_stage = stage  # type: ignore[attr-defined]
     points_sink = ClickHouseSink(store, f"{db}.points", POINT_COLUMNS)
     episodes_sink = ClickHouseSink(store, f"{db}.anomalies", EPISODE_COLUMNS)
+    drift_sink = ClickHouseSink(store, f"{db}.drift", DRIFT_COLUMNS)
+    shadow_sink = ClickHouseSink(store, f"{db}.shadow_scores", SHADOW_COLUMNS)
     held: dict[tuple[int, int], Any] = {}
     flush_lock = asyncio.Lock()
     last_flush = [time.monotonic()]
 
     def write_detected() -> None:
-        points_sink.flush()
-        episodes_sink.flush()
+        for sink in (points_sink, episodes_sink, drift_sink, shadow_sink):
+            sink.flush()
 
     async def flush(stream: faust.StreamT) -> None:
         async with flush_lock:
             out = stage.drain()
-            if not out.rows and not out.episodes and not out.tokens:
+            if not (out.rows or out.episodes or out.tokens or out.drift):
                 return
             points_sink.add_columns(out.points)
+            for row in out.drift:
+                drift_sink.add(row)
+            for row in out.shadow:
+                shadow_sink.add(row)
             now_ms = int(time.time() * 1000)
             for ep in out.episodes:
                 episodes_sink.add(episode_row(ep, now_ms))

@@ -22,6 +22,11 @@ from detectors.base import Detector
 from detectors.episodes import Episode, EpisodeTracker, episode_id, severity
 from streams.series import AGG_LAST, AGG_RATE, Obs, Series
 
+DRIFT_COLUMNS = [
+    "ts", "series_id", "kind", "name", "service", "labels", "detector", "detector_version",
+    "before_mean", "after_mean", "before_std", "after_std", "explanation",
+]  # fmt: skip
+SHADOW_COLUMNS = ["series_id", "ts", "detector", "detector_version", "score"]
 POINT_COLUMNS = [
     "series_id", "ts", "value", "n", "score", "expected", "lower", "upper", "is_anomaly",
     "kind", "name", "service", "labels", "detector", "detector_version",
@@ -57,6 +62,8 @@ class Output:
     points: list[list[Any]]  # column-oriented, POINT_COLUMNS
     episodes: list[Episode]
     tokens: list[Hashable]
+    drift: list[list[Any]] = field(default_factory=list)  # rows, DRIFT_COLUMNS
+    shadow: list[list[Any]] = field(default_factory=list)  # rows, SHADOW_COLUMNS
 
     @property
     def rows(self) -> int:
@@ -96,6 +103,8 @@ class DetectStage:
         self._points: list[list[Any]] = [[] for _ in POINT_COLUMNS]
         self._episodes: list[Episode] = []
         self._dirty: set[int] = set()  # series scored since the last snapshot
+        self._drift: list[list[Any]] = []
+        self._shadow: list[list[Any]] = []
 
     # -- input ------------------------------------------------------------------------------
     def add(self, obs: Iterable[Obs], meta: dict[int, Series], token: Hashable) -> None:
@@ -150,9 +159,9 @@ class DetectStage:
     # -- output -----------------------------------------------------------------------------
     def drain(self) -> Output:
         """Rows and episodes produced so far, and the tokens safe to ack once they are written."""
-        out = Output(self._points, self._episodes, self._ready)
+        out = Output(self._points, self._episodes, self._ready, self._drift, self._shadow)
         self._points = [[] for _ in POINT_COLUMNS]
-        self._episodes, self._ready = [], []
+        self._episodes, self._ready, self._drift, self._shadow = [], [], [], []
         return out
 
     @property
@@ -225,25 +234,29 @@ class DetectStage:
                 self._release(t)
 
     def _score(self, st: _SeriesState, ts_ms: int, value: float, n: int) -> None:
-        det = st.detector
-        x = {"y": value, "t": ts_ms / 1000}
-        score = det.score_one(x)
-        band = det.band()
-        det.learn_one(x)
-        m = st.meta
-        sid = st.sid
-        for col, v in zip(
-            self._points,
-            (sid, ts_ms, value, n, score, _finite(band.expected), _finite(band.lower),
-             _finite(band.upper),
-             int(score >= self.threshold), m.kind, m.name, m.service, m.label_dict(),
-             det.name, det.version),
-            strict=True,
-        ):  # fmt: skip
-            col.append(v)
+        """Score with what the series' model learned before this point, then learn it."""
+        model = st.detector  # a SeriesModel: detector + drift + fallback + shadow + feedback
+        v = model.update({"y": value, "t": ts_ms / 1000})
+        band, m, sid = v.band, st.meta, st.sid
+        row = (
+            sid, ts_ms, value, n, v.score, _finite(band.expected), _finite(band.lower),
+            _finite(band.upper), int(v.is_anomaly), m.kind, m.name, m.service, m.label_dict(),
+            "fallback" if v.fallback else model.name, model.version,
+        )  # fmt: skip
+        for col, val in zip(self._points, row, strict=True):
+            col.append(val)
+        if v.drift is not None:
+            d = v.drift
+            self._drift.append([
+                ts_ms, sid, m.kind, m.name, m.service, m.label_dict(), model.name, model.version,
+                d.before_mean, d.after_mean, d.before_std, d.after_std, d.explanation,
+            ])  # fmt: skip
+        if v.shadow_score is not None and model.shadow_ is not None:
+            sh = model.shadow_
+            self._shadow.append([sid, ts_ms, sh.name, sh.version, v.shadow_score])
         self.counters.points += 1
         self._dirty.add(sid)
-        self._track(st, sid, ts_ms, score, value, band)
+        self._track(st, sid, ts_ms, v.score, value, band)
 
     def _track(self, st: _SeriesState, sid: int, ts_ms: int, score: float, value: float,
                band: tuple[float, float, float]) -> None:  # fmt: skip

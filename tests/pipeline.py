@@ -103,16 +103,16 @@ def wait_for(cond: Callable[[], object], timeout: float, what: str, every: float
 def reference_scores(s: StormwatchSettings, events: list[dict]) -> dict[tuple[str, int], float]:
     """Scores of one uninterrupted run of the configured detector over each metric series
     (keyed by the `unit` label and ms timestamp), in the order the events were produced."""
-    from detectors.registry import make_detector
+    from detectors.registry import model_factory
 
-    dets: dict[str, object] = {}
+    make = model_factory(s.detector, threshold=s.threshold)
+    models: dict[str, object] = {}
     out = {}
     for e in events:
         unit = e["labels"]["unit"]
-        det = dets.setdefault(unit, make_detector(s.detector, threshold=s.threshold))
-        x = {"y": e["value"], "t": e["ts"]}
-        out[(unit, int(e["ts"] * 1000))] = det.score_one(x)  # type: ignore[attr-defined]
-        det.learn_one(x)  # type: ignore[attr-defined]
+        model = models.setdefault(unit, make())
+        v = model.update({"y": e["value"], "t": e["ts"]})  # type: ignore[attr-defined]
+        out[(unit, int(e["ts"] * 1000))] = v.score
     return out
 
 
@@ -131,13 +131,13 @@ def reference_unbanded(s: StormwatchSettings, events: list[dict]) -> int:
     """How many points one uninterrupted run scores without a band (its warm-up)."""
     import math
 
-    from detectors.registry import make_detector
+    from detectors.registry import model_factory
 
-    dets: dict[str, object] = {}
+    make = model_factory(s.detector, threshold=s.threshold)
+    models: dict[str, object] = {}
     n = 0
     for e in events:
-        det = dets.setdefault(e["labels"]["unit"], make_detector(s.detector, threshold=s.threshold))
-        x = {"y": e["value"], "t": e["ts"]}
-        n += not math.isfinite(det.band().expected)  # type: ignore[attr-defined]
-        det.learn_one(x)  # type: ignore[attr-defined]
+        model = models.setdefault(e["labels"]["unit"], make())
+        v = model.update({"y": e["value"], "t": e["ts"]})  # type: ignore[attr-defined]
+        n += not math.isfinite(v.band.expected)
     return n

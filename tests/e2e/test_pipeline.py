@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from detectors.registry import make_detector
 from ingest.producer import TelemetryProducer
 from ingest.topics import ensure_topics
 from stormwatch.broker import LocalBroker
 from stormwatch.pipeline import topic_partitions
 from stormwatch.settings import StormwatchSettings
 from streams.series import make_series, series_id
-from tests.pipeline import remote_store, running_pipeline, wait_for
+from tests.pipeline import reference_scores, remote_store, running_pipeline, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -177,12 +176,6 @@ def test_restart_midway_loses_and_duplicates_nothing(
     assert {tuple(r) for r in stored} == produced  # none lost
     # Detector state resumed from the checkpoint taken at the stop: every score equals the score
     # of one uninterrupted run of the same detector over the same series.
-    reference = {}
-    for labels in {e["labels"]["unit"] for e in metrics}:
-        det = make_detector(s.detector, threshold=s.threshold)
-        for e in (e for e in metrics if e["labels"]["unit"] == labels):
-            x = {"y": e["value"], "t": e["ts"]}
-            reference[(labels, int(e["ts"] * 1000))] = det.score_one(x)
-            det.learn_one(x)
+    reference = reference_scores(s, metrics)
     differ = [(k, v, scores[k]) for k, v in reference.items() if abs(scores[k] - v) > 1e-4]
     assert not differ, differ[:5]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from detectors.robust import RobustDetector
+from detectors.registry import model_factory
 from streams.detect import POINT_COLUMNS, DetectStage
 from streams.series import AGG_LAST, AGG_MEAN, AGG_RATE, Obs, make_series, series_id
 
@@ -21,7 +21,7 @@ class Clock:
 
 
 def stage(clock: Clock | None = None) -> DetectStage:
-    return DetectStage(RobustDetector, window_s=10, lateness_s=5, wall_clock=clock or Clock())
+    return DetectStage(model_factory(), window_s=10, lateness_s=5, wall_clock=clock or Clock())
 
 
 def column(out, name):  # type: ignore[no-untyped-def]
