@@ -73,8 +73,10 @@ class StormwatchSettings(BaseSettings):
     @field_validator("clickhouse_dsn")
     @classmethod
     def _dsn(cls, v: str) -> str:
-        if v and urlparse(v).scheme not in {"chdb", "http", "https", "clickhouse", "clickhouses"}:
-            raise ValueError(f"expected chdb:///path or http(s)://host:8123, got scheme of {v!r}")
+        scheme = urlparse(v).scheme
+        if v and scheme not in {"chdb", "http", "https", "clickhouse", "clickhouses"}:
+            # Only the scheme: the DSN may hold a password, and errors end up in logs.
+            raise ValueError(f"expected chdb:///path or http(s)://host:8123, got a {scheme!r} DSN")
         return v
 
     @model_validator(mode="after")

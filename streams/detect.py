@@ -31,6 +31,7 @@ POINT_COLUMNS = [
     "series_id", "ts", "value", "n", "score", "expected", "lower", "upper", "is_anomaly",
     "kind", "name", "service", "labels", "detector", "detector_version",
 ]  # fmt: skip
+MIN_ERRORS = 3  # an error-rate window with fewer errors is too little evidence to alert on
 MAX_ZERO_FILL = 360  # rate series: at most this many empty windows become zeros
 
 
@@ -238,10 +239,15 @@ class DetectStage:
         model = st.detector  # a SeriesModel: detector + drift + fallback + shadow + feedback
         v = model.update({"y": value, "t": ts_ms / 1000})
         band, m, sid = v.band, st.meta, st.sid
+        score = v.score
+        if m.name == "error_rate" and value * n < MIN_ERRORS - 0.5:
+            # One failed request in twenty reads as a huge jump on a series that was all
+            # zeros; the model cannot know a proportion of few trials is weak evidence.
+            score = min(score, self.threshold * 0.9)
         row = (
-            sid, ts_ms, value, n, v.score, _finite(band.expected), _finite(band.lower),
-            _finite(band.upper), int(v.is_anomaly), m.kind, m.name, m.service, m.label_dict(),
-            "fallback" if v.fallback else model.name, model.version,
+            sid, ts_ms, value, n, score, _finite(band.expected), _finite(band.lower),
+            _finite(band.upper), int(score >= self.threshold), m.kind, m.name, m.service,
+            m.label_dict(), "fallback" if v.fallback else model.name, model.version,
         )  # fmt: skip
         for col, val in zip(self._points, row, strict=True):
             col.append(val)
@@ -256,7 +262,7 @@ class DetectStage:
             self._shadow.append([sid, ts_ms, sh.name, sh.version, v.shadow_score])
         self.counters.points += 1
         self._dirty.add(sid)
-        self._track(st, sid, ts_ms, v.score, value, band)
+        self._track(st, sid, ts_ms, score, value, band)
 
     def _track(self, st: _SeriesState, sid: int, ts_ms: int, score: float, value: float,
                band: tuple[float, float, float]) -> None:  # fmt: skip

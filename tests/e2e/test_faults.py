@@ -147,3 +147,86 @@ def test_worker_joining_and_leaving_midstream_exactly_once_one_scorer_per_series
     ref = reference_scores(s, events)
     differ = [(u, ts, v, ref[(u, ts)]) for u, ts, v, _ in rows if abs(ref[(u, ts)] - v) > 1e-4]
     assert not differ, differ[:5]
+
+
+POISON = [
+    b"\xff\xfe not even utf-8",
+    b"{" * 100_000,  # deep nesting
+    b'{"kind": "metric", "name": "x", "value": 1e999, "ts": 1}',  # overflows to inf
+    b'{"kind": "metric", "name": "x", "value": NaN, "ts": 1}',
+    b'[{"kind": "metric", "name": "' + b"x" * 1_000_000 + b'", "value": 1, "ts": 1}]',  # 1 MB
+    b'{"kind": "metric", "name": "x", "value": [1, 2], "ts": 1}',  # wrong type
+    b'{"kind": "log", "message": "hello"}',  # unknown kind
+    b'{"kind": "span", "service": "a", "operation": "b", "ts": 1, "duration_ms": -5}',
+    b"",
+]
+
+
+def test_poison_input_is_dead_lettered_while_good_input_flows(
+    broker: LocalBroker, make_settings: Settings, tmp_path: Path
+) -> None:
+    from kafka import KafkaProducer
+
+    s = make_settings()
+    ensure_topics(broker.bootstrap, topic_partitions(s))
+    events = metric_events(10, range(40), seed=8)
+    raw = KafkaProducer(bootstrap_servers=broker.bootstrap, max_request_size=8 * 1024 * 1024)
+    with running_pipeline(s, broker.bootstrap, tmp_path / "up.log") as proc:
+        for i in range(0, len(events), 50):
+            produce(broker.bootstrap, s.topics.raw, events[i : i + 50])
+            raw.send(s.topics.raw, POISON[(i // 50) % len(POISON)])
+        for p in POISON:
+            raw.send(s.topics.raw, p)
+        raw.flush()
+        raw.close()
+        store = remote_store(s)
+        db = s.database
+        wait_for(lambda: len(stored_metric_rows(store, db)) >= len(events), 120, "good points")
+        n_poison = len(events) // 50 + len(POISON)
+        wait_for(
+            lambda: store.query(f"SELECT count() FROM {db}.dlq FINAL").rows[0][0] >= n_poison,
+            60,
+            "every poison message dead-lettered",
+        )
+        reasons = store.query(f"SELECT reason, length(payload) FROM {db}.dlq FINAL").rows
+        assert proc.poll() is None, "the pipeline died on poison input"
+        rows = stored_metric_rows(store, db)
+    assert_exactly_once(rows, events)
+    assert all(r for r, _ in reasons), "a dead letter without a reason"
+    assert max(n for _, n in reasons) <= 64 * 1024 + 16, "payloads are capped in the dlq table"
+
+
+def test_broker_restart_pipeline_reconnects_and_goes_on(
+    make_settings: Settings, tmp_path: Path
+) -> None:
+    """The embedded broker keeps nothing across a restart (memory storage): what is produced
+    after it is back must flow, and nothing written before is lost from ClickHouse."""
+    from stormwatch.broker import free_port
+
+    broker = LocalBroker(free_port(), tmp_path / "broker.log").start()
+    s = make_settings()
+    try:
+        ensure_topics(broker.bootstrap, topic_partitions(s))
+        before = metric_events(8, range(0, 40), seed=9)
+        after = metric_events(8, range(40, 80), seed=9)
+        with running_pipeline(s, broker.bootstrap, tmp_path / "up.log") as proc:
+            produce(broker.bootstrap, s.topics.raw, before)
+            store = remote_store(s)
+            wait_for(
+                lambda: len(stored_metric_rows(store, s.database)) >= len(before), 90, "before"
+            )
+            broker.stop()
+            time.sleep(5)
+            broker.start()
+            ensure_topics(broker.bootstrap, topic_partitions(s))  # memory storage: recreate
+            produce(broker.bootstrap, s.topics.raw, after)
+            wait_for(
+                lambda: len(stored_metric_rows(store, s.database)) >= len(before + after),
+                180,
+                "points produced after the broker came back",
+            )
+            assert proc.poll() is None
+            rows = stored_metric_rows(store, s.database)
+    finally:
+        broker.stop()
+    assert_exactly_once(rows, before + after)

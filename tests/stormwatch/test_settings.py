@@ -40,3 +40,10 @@ def test_server_dsn_password_is_redacted() -> None:
     s = load_settings(clickhouse_dsn="http://default:hunter2@ch:8123")
     assert not s.embedded_clickhouse
     assert "hunter2" not in s.redacted_dsn() and "***" in s.redacted_dsn()
+
+
+def test_bad_dsn_error_does_not_echo_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STORMWATCH_CLICKHOUSE_DSN", "mysql://admin:hunter2@db:3306")
+    with pytest.raises(StormwatchError) as e:
+        load_settings()
+    assert "hunter2" not in str(e.value) and "'mysql' DSN" in str(e.value)

@@ -95,3 +95,23 @@ def test_level_shift_opens_one_episode_with_explanation() -> None:
     assert not last.is_open and last.start_ms == 600_000 and last.peak_value == 0.95
     assert last.lower < 0.5 < last.upper and "expected" in last.explanation
     assert last.detector == "robust"
+
+
+def test_error_rate_needs_three_errors_to_alert() -> None:
+    err = make_series("span", "error_rate", "svc", operation="op")
+    meta = {series_id(err): err}
+    st = stage()
+    sid = series_id(err)
+    t = 0
+    for w in range(40):  # 40 clean windows of 20 requests
+        st.add([Obs(sid, w * 10_000 + i, 0.0, AGG_MEAN) for i in range(20)], meta, ("a", w))
+        t = w
+    one = [Obs(sid, (t + 1) * 10_000 + i, 1.0 if i == 0 else 0.0, AGG_MEAN) for i in range(20)]
+    st.add(one, meta, "one error")
+    five = [Obs(sid, (t + 2) * 10_000 + i, 1.0 if i < 5 else 0.0, AGG_MEAN) for i in range(20)]
+    st.add(five, meta, "five errors")
+    st.add([Obs(sid, (t + 4) * 10_000, 0.0, AGG_MEAN)], meta, "later")
+    out = st.drain()
+    flags = dict(zip(column(out, "ts"), column(out, "is_anomaly"), strict=True))
+    assert flags[(t + 1) * 10_000] == 0  # 1 of 20: not enough evidence
+    assert flags[(t + 2) * 10_000] == 1  # 5 of 20: an error burst
