@@ -23,6 +23,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/pip-audit --skip-editable --progress-spinner off
 
 bench-quality: $(STAMP)
 	$(BIN)/python -m benchmarks.quality

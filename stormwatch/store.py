@@ -51,23 +51,30 @@ class ClickHouseStore:
     """A clickhouse-connect client (chdb or HTTP) behind a lock: chdb is not re-entrant."""
 
     def __init__(self, dsn: str) -> None:
+        from urllib.parse import urlparse
+
         import clickhouse_connect
 
         self.dsn = dsn
+        self._password = urlparse(dsn).password or ""
         self._lock = threading.Lock()
         if dsn.startswith("chdb:"):
             Path(dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
         try:
             self._client = clickhouse_connect.get_client(dsn=dsn)
         except Exception as e:  # clickhouse-connect raises many kinds; all mean "cannot reach"
-            raise StoreError(f"cannot open ClickHouse: {type(e).__name__}: {e}") from e
+            raise StoreError(self._scrub(f"cannot open ClickHouse: {type(e).__name__}: {e}")) from e
+
+    def _scrub(self, text: str) -> str:
+        """Errors end up in logs: never with the DSN's password."""
+        return text.replace(self._password, "***") if self._password else text
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Rows:
         with self._lock:
             try:
                 r = self._client.query(sql, parameters=parameters)
             except Exception as e:
-                raise StoreError(str(e).strip().splitlines()[0][:500]) from e
+                raise StoreError(self._scrub(str(e).strip().splitlines()[0][:500])) from e
         return Rows(list(r.column_names), [tuple(x) for x in r.result_rows])
 
     def command(self, sql: str) -> None:
@@ -75,7 +82,7 @@ class ClickHouseStore:
             try:
                 self._client.command(sql)
             except Exception as e:
-                raise StoreError(str(e).strip().splitlines()[0][:500]) from e
+                raise StoreError(self._scrub(str(e).strip().splitlines()[0][:500])) from e
 
     def insert(self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> None:
         if not data or not len(data[0]):
@@ -84,7 +91,7 @@ class ClickHouseStore:
             try:
                 self._client.insert(table, data, column_names=list(columns), column_oriented=True)
             except Exception as e:
-                raise StoreError(f"insert into {table}: {str(e).strip()[:500]}") from e
+                raise StoreError(self._scrub(f"insert into {table}: {str(e).strip()[:500]}")) from e
 
     def close(self) -> None:
         with self._lock:
