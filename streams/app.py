@@ -336,7 +336,9 @@ def build_app(
                 await stream.ack(ev)
                 continue
             held[tok] = ev
+            t0 = time.perf_counter()
             stage.add(obs, meta, tok)
+            stats.add("detect.busy_s", time.perf_counter() - t0)  # detector cost per point
             if stage.buffered_rows >= 5000 or time.monotonic() - last_flush[0] >= 0.5:
                 await flush(stream)
 

@@ -5,6 +5,7 @@ MODULES = [
     "stormwatch.commands.ship",
     "stormwatch.commands.query",
     "stormwatch.commands.worker",
+    "stormwatch.commands.demo",
     "stormwatch.commands.replay",
     "stormwatch.commands.gateway",
 ]
