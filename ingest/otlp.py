@@ -293,28 +293,45 @@ def decode_otlp_metrics(
     raw: bytes, encoding: str, state: OtlpState
 ) -> tuple[list[Event], list[Reject]]:
     """An ExportMetricsServiceRequest → MetricPoints (gauges, rates, histogram mean/quantiles)."""
+
+    def one(rec: Any, service: str, res_labels: dict[str, str]) -> tuple[list[Event], list[str]]:
+        try:
+            return _metric_events(rec, service, res_labels, state)
+        except (ValidationError, ValueError, OverflowError) as e:
+            return [], [_short(e)]
+
+    return _decode(raw, encoding, "metrics", state, one)
+
+
+def _decode(
+    raw: bytes,
+    encoding: str,
+    kind: str,
+    state: OtlpState,
+    one: Callable[[Any, str, dict[str, str]], tuple[list[Event], list[str]]],
+) -> tuple[list[Event], list[Reject]]:
+    """The loop both signals share: resources → records, a reject per bad record (the good
+    ones kept), a cap on records per message, and never an exception out."""
     try:
-        parts = _split(raw, encoding, "metrics")
+        parts = _split(raw, encoding, kind)
         events: list[Event] = []
         rejects = list(parts.rejects)
         count = 0
+        what = "metric" if kind == "metrics" else "span"
         for attrs, recs in parts.blocks:
             service, res_labels = _resource(attrs, state.options)
             for n, rec in recs:
                 count += 1
                 if count > MAX_ITEMS:
-                    rejects.append(Reject(-1, f"more than {MAX_ITEMS} metrics in one message", b""))
+                    rejects.append(Reject(-1, f"more than {MAX_ITEMS} {what}s in one message", b""))
                     return events, rejects
                 if isinstance(rec, Reject):
                     rejects.append(rec)
                     continue
-                try:
-                    got, problems = _metric_events(rec, service, res_labels, state)
-                except (ValidationError, ValueError, OverflowError) as e:
-                    got, problems = [], [_short(e)]
+                got, problems = one(rec, service, res_labels)
                 events.extend(got)
                 for p in problems:
-                    rejects.append(Reject(n, f"metric {rec.name[:80]!r}: {p}", _payload(rec)))
+                    rejects.append(Reject(n, f"{what} {rec.name[:80]!r}: {p}", _payload(rec)))
         return events, rejects
     except Exception as e:  # noqa: BLE001 - the contract: never raise on input
         return [], [Reject(-1, f"internal error: {type(e).__name__}: {e}", raw[:_MAX_PAYLOAD])]
@@ -520,28 +537,14 @@ def decode_otlp_traces(
     """An ExportTraceServiceRequest → Spans, plus DbQuery events for database spans and
     `messaging.queue_time_ms` metric points for consumer spans whose publish span was seen."""
     state = state or OtlpState()
-    try:
-        parts = _split(raw, encoding, "traces")
-        events: list[Event] = []
-        rejects = list(parts.rejects)
-        count = 0
-        for attrs, recs in parts.blocks:
-            service, res_labels = _resource(attrs, state.options)
-            for n, rec in recs:
-                count += 1
-                if count > MAX_ITEMS:
-                    rejects.append(Reject(-1, f"more than {MAX_ITEMS} spans in one message", b""))
-                    return events, rejects
-                if isinstance(rec, Reject):
-                    rejects.append(rec)
-                    continue
-                try:
-                    events.extend(_span_events(rec, service, res_labels, state))
-                except (ValidationError, ValueError) as e:
-                    rejects.append(Reject(n, f"span {rec.name[:80]!r}: {_short(e)}", _payload(rec)))
-        return events, rejects
-    except Exception as e:  # noqa: BLE001 - the contract: never raise on input
-        return [], [Reject(-1, f"internal error: {type(e).__name__}: {e}", raw[:_MAX_PAYLOAD])]
+
+    def one(rec: Any, service: str, res_labels: dict[str, str]) -> tuple[list[Event], list[str]]:
+        try:
+            return list(_span_events(rec, service, res_labels, state)), []
+        except (ValidationError, ValueError) as e:
+            return [], [_short(e)]
+
+    return _decode(raw, encoding, "traces", state, one)
 
 
 _KIND = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}

@@ -12,12 +12,15 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from detectors.episodes import Episode
 from stormwatch.broker import LocalBroker
 from stormwatch.settings import StormwatchSettings
 from stormwatch.store import Store, StoreServer, create_schema, open_store, with_faults
+
+if TYPE_CHECKING:
+    from actions.service import ActionsService
 
 log = logging.getLogger("stormwatch")
 
@@ -76,7 +79,7 @@ def run_up(
         broker = LocalBroker(settings.broker_port, settings.data_dir / "broker.log").start()
         out.write(f"broker: Tansu on {broker.bootstrap} (embedded, memory storage: its data is "
                   "gone when it stops)\n")  # fmt: skip
-    store = server = gateway = None
+    store = server = gateway = actions = None
     stop = threading.Event()
     threads: list[threading.Thread] = []
     try:
@@ -88,6 +91,7 @@ def run_up(
         out.write(f"storage: {settings.redacted_dsn()} (database {settings.database})\n")
         if gateway_on:
             gateway = _start_gateway(settings, out)
+        actions = _start_actions(settings, store, demo, out)
         stats = Stats()
         app = build_app(
             settings, with_faults(store, settings), stats, on_episode=_print_episode(out)
@@ -128,6 +132,8 @@ def run_up(
         return 0
     finally:
         stop.set()
+        if actions:
+            actions.stop()  # before the store closes: it flushes the audit outbox
         if gateway:
             gateway.stop()
         if server:
@@ -136,6 +142,23 @@ def run_up(
             store.close()
         if broker:
             broker.stop()
+
+
+def _start_actions(
+    settings: StormwatchSettings, store: Store, demo: bool, out: IO[str]
+) -> ActionsService:
+    """The actions service (proposals, Slack approvals, executors). A bad policy file or a
+    taken STORMWATCH_ACTIONS_ADDR stops start-up: nothing should run unguarded."""
+    from actions.service import start_in_pipeline
+
+    svc = start_in_pipeline(settings, store, demo=demo)
+    n = len(svc.engine.policies) if svc.engine else 0
+    dry = "on" if svc.settings.dry_run else "off"
+    out.write(
+        f"actions: Slack interactivity URL {svc.url}/slack/interactions, {n} policies, "
+        f"dry run {dry} (`stormwatch actions list`)\n"
+    )
+    return svc
 
 
 def _start_gateway(settings: StormwatchSettings, out: IO[str]) -> object | None:
@@ -176,6 +199,11 @@ def run_worker(settings: StormwatchSettings, out: IO[str] = sys.stdout) -> int:
             f"no stormwatch process owns {settings.chdb_path}: start `stormwatch up` first "
             "(chdb allows one process per data directory), or use a ClickHouse server DSN"
         )
+    if not settings.embedded_clickhouse:  # a server: this worker may be the first one up
+        from ingest.topics import ensure_topics
+
+        create_schema(store, settings)
+        ensure_topics(settings.bootstrap(), topic_partitions(settings))
     out.write(f"worker: joining group {settings.app_id} on {settings.bootstrap()}\n")
     out.flush()
     try:

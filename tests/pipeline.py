@@ -26,6 +26,7 @@ def settings_env(s: StormwatchSettings, bootstrap: str) -> dict[str, str]:
         "STORMWATCH_LATENESS_S": str(s.lateness_s),
         "STORMWATCH_BROKER_SESSION_TIMEOUT_S": "6",
         "STORMWATCH_GATEWAY_PORT": "0",
+        "STORMWATCH_ACTIONS_ADDR": "127.0.0.1:0",
     })  # fmt: skip
     for field in ("raw", "otlp_metrics", "otlp_spans", "points", "dlq", "anomalies"):
         env[f"STORMWATCH_TOPIC_{field.upper()}"] = getattr(s.topics, field)

@@ -7,5 +7,9 @@ MODULES = [
     "stormwatch.commands.worker",
     "stormwatch.commands.demo",
     "stormwatch.commands.replay",
+    "stormwatch.commands.actions",
     "stormwatch.commands.gateway",
+    "stormwatch.commands.dashboards",
+    "stormwatch.commands.top",
+    "stormwatch.commands.report",
 ]

@@ -14,13 +14,12 @@ import math
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import IO
 
 from detectors import DetectorsError
 from detectors.model import SeriesModel
-from detectors.registry import make_detector
+from detectors.registry import model_factory
 from stormwatch import StormwatchError
 from stormwatch.settings import StormwatchSettings
 
@@ -112,8 +111,7 @@ def run(args: argparse.Namespace, settings: StormwatchSettings) -> int:
     name = args.detector or settings.detector
     threshold = args.threshold if args.threshold is not None else settings.threshold
     try:
-        make_detector(name, threshold=threshold)  # fail fast on a bad name
-        model = SeriesModel(partial(make_detector, name, threshold=threshold), threshold=threshold)
+        model = model_factory(name, threshold=threshold)()  # the stream's own per-series model
     except DetectorsError as e:
         raise StormwatchError(str(e)) from None
     path = Path(args.input)

@@ -4,7 +4,7 @@ with no PII in them."""
 
 from __future__ import annotations
 
-from detectors.registry import make_detector
+from detectors.registry import model_factory
 from ingest.cardinality import CardinalityGuard, CardinalityLimits
 from ingest.otlp import OtlpState, decode_otlp_metrics, decode_otlp_traces
 from ingest.redact import Redactor
@@ -45,7 +45,7 @@ def test_otlp_messages_become_scored_points_in_clickhouse_without_pii(
     state, redactor, norm = OtlpState(), Redactor(), Normalizer()
     guard = CardinalityGuard(CardinalityLimits(per_name=50))
     clock = [0.0]
-    stage = DetectStage(lambda: make_detector("robust", threshold=0.9), window_s=10,
+    stage = DetectStage(model_factory("robust", threshold=0.9), window_s=10,
                         lateness_s=5, threshold=0.9, wall_clock=lambda: clock[0])  # fmt: skip
     for n, (what, raw) in enumerate(messages):
         enc = what[1:]
