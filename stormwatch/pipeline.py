@@ -11,8 +11,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from detectors.episodes import Episode
 from stormwatch.broker import LocalBroker
@@ -151,7 +152,7 @@ def _start_actions(
     taken STORMWATCH_ACTIONS_ADDR stops start-up: nothing should run unguarded."""
     from actions.service import start_in_pipeline
 
-    svc = start_in_pipeline(settings, store, demo=demo)
+    svc = start_in_pipeline(settings, store, demo=demo, on_feedback=feedback_publisher(settings))
     n = len(svc.engine.policies) if svc.engine else 0
     dry = "on" if svc.settings.dry_run else "off"
     out.write(
@@ -159,6 +160,22 @@ def _start_actions(
         f"dry run {dry} (`stormwatch actions list`)\n"
     )
     return svc
+
+
+def feedback_publisher(settings: StormwatchSettings) -> Callable[[Any], None]:
+    """Send each label a person gives an episode to the worker that owns its series."""
+    from kafka import KafkaProducer
+
+    from streams.wire import encode_feedback, partition_of
+
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap(), acks="all")
+
+    def publish(fb: Any) -> None:
+        part = partition_of(fb.series_id, settings.topics.partitions)
+        value = encode_feedback(fb.series_id, fb.label, fb.episode_id)
+        producer.send(settings.topics.points, value, partition=part).get(timeout=10)
+
+    return publish
 
 
 def _start_gateway(settings: StormwatchSettings, out: IO[str]) -> object | None:

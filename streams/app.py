@@ -36,7 +36,7 @@ from streams.detect import DRIFT_COLUMNS, POINT_COLUMNS, SHADOW_COLUMNS, DetectS
 from streams.normalize import Normalizer
 from streams.series import Obs
 from streams.sink import ClickHouseSink
-from streams.wire import decode_points, encode_points, partition_of
+from streams.wire import decode_feedback, decode_points, encode_points, partition_of
 
 log = logging.getLogger("stormwatch.streams")
 
@@ -328,6 +328,12 @@ def build_app(
             if stopping[0] or msg.partition not in owned:
                 continue  # not acked: whoever owns the partition (next) replays it
             tok = (msg.partition, msg.offset)
+            feedback = decode_feedback(ev.value)
+            if feedback is not None:
+                applied = stage.apply_feedback(feedback["series_id"], feedback["label"])
+                stats.add("detect.feedback_applied" if applied else "detect.feedback_unknown")
+                await stream.ack(ev)
+                continue
             try:
                 obs, meta = decode_points(ev.value)
             except Exception as e:  # noqa: BLE001 - only our own encoder writes this topic

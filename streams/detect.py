@@ -169,6 +169,16 @@ class DetectStage:
     def buffered_rows(self) -> int:
         return len(self._points[0])
 
+    def apply_feedback(self, series_id: int, label: str) -> bool:
+        """A person's label changes what the series' model flags (not_anomaly / expected:
+        that pattern stops alerting; new_normal: re-baseline now). False: not our series."""
+        st = self.series.get(series_id)
+        if st is None:
+            return False
+        st.detector.apply_feedback(label)
+        self._dirty.add(series_id)  # the next checkpoint carries it
+        return True
+
     # -- partitions and checkpoints ------------------------------------------------------------
     def drop_partitions(self, parts: set[int], partitions: int) -> None:
         """Forget series and held messages of partitions this worker no longer owns: the new

@@ -32,3 +32,18 @@ def decode_points(raw: bytes) -> tuple[list[Obs], dict[int, Series]]:
 def partition_of(series_id: int, partitions: int) -> int:
     """Which points partition a series lives on: one series always meets one detector."""
     return series_id % partitions
+
+
+def encode_feedback(series_id: int, label: str, episode_id: int = 0) -> bytes:
+    """A person's label for a series, sent on the series' own points partition so the worker
+    that owns the series applies it, in order with its points."""
+    return orjson.dumps({"f": {"series_id": series_id, "label": label, "episode_id": episode_id}})
+
+
+def decode_feedback(raw: bytes) -> dict[str, object] | None:
+    """The feedback a points message carries, or None for a batch of points."""
+    if not raw.startswith(b'{"f"'):
+        return None
+    f = orjson.loads(raw)["f"]
+    return {"series_id": int(f["series_id"]), "label": str(f["label"]),
+            "episode_id": int(f.get("episode_id", 0))}  # fmt: skip

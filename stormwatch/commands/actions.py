@@ -45,7 +45,9 @@ def serve(settings: StormwatchSettings) -> int:
     store = open_store(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    svc = start_in_pipeline(settings, store, demo=False)
+    from stormwatch.pipeline import feedback_publisher
+
+    svc = start_in_pipeline(settings, store, demo=False, on_feedback=feedback_publisher(settings))
     print(f"actions: Slack interactivity URL {svc.url}/slack/interactions", flush=True)
     try:
         stop.wait()

@@ -115,3 +115,34 @@ def test_error_rate_needs_three_errors_to_alert() -> None:
     flags = dict(zip(column(out, "ts"), column(out, "is_anomaly"), strict=True))
     assert flags[(t + 1) * 10_000] == 0  # 1 of 20: not enough evidence
     assert flags[(t + 2) * 10_000] == 1  # 5 of 20: an error burst
+
+
+def test_feedback_new_normal_stops_flagging_a_shifted_level() -> None:
+    def run(feedback: bool) -> list[int]:
+        st = stage()
+        cpu = series_id(CPU)
+        base = [0.5 + 0.01 * ((i * 7) % 5 - 2) for i in range(60)]
+        shifted = [0.9 + 0.01 * ((i * 3) % 5 - 2) for i in range(12)]
+        for i, v in enumerate(base + shifted[:2]):
+            st.add([Obs(cpu, i * 10_000, v, AGG_LAST)], META, i)
+        if feedback:
+            assert st.apply_feedback(cpu, "new_normal")
+        for i, v in enumerate(shifted[2:], start=62):
+            st.add([Obs(cpu, i * 10_000, v, AGG_LAST)], META, i)
+        return column(st.drain(), "is_anomaly")[62:]
+
+    assert sum(run(feedback=False)) >= 5  # the shift keeps alerting
+    assert sum(run(feedback=True)) == 0  # "new normal": re-baselined at once
+
+
+def test_feedback_for_a_series_this_worker_does_not_own_is_refused() -> None:
+    assert not stage().apply_feedback(12345, "not_anomaly")
+
+
+def test_feedback_message_round_trips_and_is_told_apart_from_points() -> None:
+    from streams.wire import decode_feedback, encode_feedback, encode_points
+
+    raw = encode_feedback(42, "expected", episode_id=7)
+    assert decode_feedback(raw) == {"series_id": 42, "label": "expected", "episode_id": 7}
+    points = encode_points([Obs(series_id(CPU), 1, 1.0, AGG_LAST)], META)
+    assert decode_feedback(points) is None
