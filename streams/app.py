@@ -32,6 +32,7 @@ from ingest.otlp import OtlpState, decode_otlp_metrics, decode_otlp_traces
 from ingest.redact import Redactor
 from stormwatch.settings import StormwatchSettings
 from stormwatch.store import Store, StoreError
+from streams.checkpoints import CHECKPOINT_COLUMNS, load_checkpoints
 from streams.detect import DRIFT_COLUMNS, POINT_COLUMNS, SHADOW_COLUMNS, DetectStage
 from streams.normalize import Normalizer
 from streams.series import Obs
@@ -48,7 +49,6 @@ EPISODE_COLUMNS = [
 DLQ_COLUMNS = ["ts", "source_topic", "source_partition", "source_offset", "item", "reason",
                "payload"]  # fmt: skip
 HEALTH_COLUMNS = ["ts", "worker", "stage", "metric", "value"]
-CHECKPOINT_COLUMNS = ["ts", "topic", "partition", "series_id", "state"]
 MAX_PAYLOAD = 64 * 1024
 
 
@@ -264,17 +264,8 @@ def build_app(
                                     "checkpoints")  # fmt: skip
             stats.add("detect.checkpointed", n)
 
-    def load_checkpoints(parts: set[int]) -> dict[int, str]:
-        before = ""
-        if settings.restore_before:
-            before = f"AND ts < toDateTime64({settings.restore_before.timestamp():.3f}, 3)"
-        r = store.query(
-            f"SELECT series_id, argMax(state, ts) FROM {db}.checkpoints "
-            f"WHERE topic = {{topic:String}} AND partition IN ({','.join(map(str, parts))}) "
-            f"{before} GROUP BY series_id",
-            {"topic": t.points},
-        )
-        return {int(sid): state for sid, state in r.rows}
+    def load(parts: set[int]) -> dict[int, str]:
+        return load_checkpoints(store, db, t.points, parts, settings.restore_before)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: object, assigned: set[Any], **kw: Any) -> None:
@@ -283,7 +274,7 @@ def build_app(
             return
         loop = asyncio.get_running_loop()
         async with flush_lock:
-            states = await loop.run_in_executor(None, load_checkpoints, parts)
+            states = await loop.run_in_executor(None, load, parts)
             stage.drop_partitions(parts, t.partitions)  # anything built while not owned
             stage.restore(states)
             owned.update(parts)
