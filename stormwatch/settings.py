@@ -50,6 +50,10 @@ class StormwatchSettings(BaseSettings):
     retention_days: int = Field(30, ge=1)
     query_port: int = Field(0, ge=0, le=65535, description="embedded engine's query port; 0 = free")
     broker_session_timeout_s: float = Field(6.0, gt=0)
+    queue_lag_threshold: float | None = Field(
+        1000.0, gt=0, description="forecast queue lag crossing this (predicted breach); None: off"
+    )
+    forecast_horizon_s: float = Field(300.0, gt=0, description="how far ahead lag is forecast")
     checkpoint_s: float = Field(30.0, gt=0, description="how often detector state is saved")
     fault_sink_failures: int = Field(
         0, ge=0, description="chaos testing: fail the first N inserts into points"

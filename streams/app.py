@@ -208,6 +208,7 @@ def build_app(
             settings.detector, threshold=settings.threshold, shadow=settings.shadow_detector
         ),
         window_s=settings.window_s, lateness_s=settings.lateness_s, threshold=settings.threshold,
+        lag_threshold=settings.queue_lag_threshold, horizon_s=settings.forecast_horizon_s,
     )  # fmt: skip
     app.stormwatch_stage = stage  # type: ignore[attr-defined]
     points_sink = ClickHouseSink(store, f"{db}.points", POINT_COLUMNS)

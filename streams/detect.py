@@ -55,6 +55,8 @@ class _SeriesState:
     last_seen_wall: float = 0.0
     emitted: int = 0  # points since the open episode was last published
     last_ts: int = -1  # latest sample time scored (passthrough series)
+    forecaster: Any = None  # queue lag series: a LagForecaster
+    breach_ms: int = -1  # start of the open predicted-breach episode
     replayed_upto: int = -1  # restored from a checkpoint: samples up to here are stored already
 
 
@@ -91,12 +93,16 @@ class DetectStage:
         lateness_s: float = 5.0,
         threshold: float = 0.9,
         wall_clock: Callable[[], float] = time.monotonic,
+        lag_threshold: float | None = None,
+        horizon_s: float = 300.0,
     ) -> None:
         self.make_detector = make_detector
         self.window_ms = int(window_s * 1000)
         self.lateness_ms = int(lateness_s * 1000)
         self.threshold = threshold
         self.clock = wall_clock
+        self.lag_threshold = lag_threshold  # queue lag forecasts: off when None
+        self.horizon_s = horizon_s
         self.series: dict[int, _SeriesState] = {}
         self.counters = Counters()
         self._pending: dict[Hashable, int] = {}
@@ -197,7 +203,8 @@ class DetectStage:
             st = self.series.get(sid)
             if st is None:
                 continue
-            blob = (st.meta, st.detector, st.episodes, st.agg, st.last_closed, st.last_ts)
+            blob = (st.meta, st.detector, st.episodes, st.agg, st.last_closed, st.last_ts,
+                    st.forecaster, st.breach_ms)  # fmt: skip
             out[sid] = base64.b64encode(zlib.compress(pickle.dumps(blob, 5))).decode()
         self._dirty.clear()
         return out
@@ -206,17 +213,11 @@ class DetectStage:
         """Resume series from checkpoints (written by this pipeline to its own store)."""
         for sid, text in states.items():
             blob = pickle.loads(zlib.decompress(base64.b64decode(text)))  # noqa: S301 - our own
-            meta, det, episodes, agg, last_closed, last_ts = blob
+            meta, det, episodes, agg, last_closed, last_ts, forecaster, breach_ms = blob
             self.series[sid] = _SeriesState(
-                sid,
-                meta,
-                det,
-                episodes,
-                agg,
-                last_closed=last_closed,
-                last_ts=last_ts,
-                replayed_upto=last_ts,
-            )
+                sid, meta, det, episodes, agg, last_closed=last_closed, last_ts=last_ts,
+                replayed_upto=last_ts, forecaster=forecaster, breach_ms=breach_ms,
+            )  # fmt: skip
         return len(states)
 
     # -- internals --------------------------------------------------------------------------
@@ -273,6 +274,42 @@ class DetectStage:
         self.counters.points += 1
         self._dirty.add(sid)
         self._track(st, sid, ts_ms, score, value, band)
+        if self.lag_threshold is not None and m.kind == "queue" and m.name == "lag":
+            self._forecast(st, ts_ms, value)
+
+    def _forecast(self, st: _SeriesState, ts_ms: int, lag: float) -> None:
+        """Predict a lag breach before it happens (the trigger for predictive scaling): an
+        episode with the signal `predicted_breach`, open until the forecast falls back."""
+        from detectors.forecast import LagForecaster
+
+        if st.forecaster is None:
+            st.forecaster = LagForecaster(self.lag_threshold, horizon_s=self.horizon_s)
+        fc = st.forecaster
+        breach = fc.update(ts_ms / 1000, lag)
+        if breach is not None:
+            # One ms after its point: never the key (start, series) of an anomaly episode.
+            st.breach_ms = ts_ms + 1
+            self._episodes.append(self._breach_episode(st, breach, ts_ms, open_=True))
+        elif st.breach_ms >= 0 and fc.forecast(self.horizon_s) < fc.threshold:
+            self._episodes.append(self._breach_episode(st, None, ts_ms, open_=False))
+            st.breach_ms = -1
+
+    def _breach_episode(self, st: _SeriesState, b: Any, ts_ms: int, *, open_: bool) -> Episode:
+        m, fc = st.meta, st.forecaster
+        ahead = fc.forecast(self.horizon_s)
+        text = b.explanation if b is not None else (
+            f"queue lag forecast back under {fc.threshold:.4g} "
+            f"({ahead:.4g} in {self.horizon_s:.0f}s)"
+        )  # fmt: skip
+        return Episode(
+            episode_id=episode_id(st.sid, st.breach_ms), series_id=st.sid, start_ms=st.breach_ms,
+            end_ms=max(ts_ms, st.breach_ms), is_open=open_, peak_score=self.threshold,
+            peak_value=ahead,
+            expected=fc.level_, lower=0.0, upper=fc.threshold, severity="major", kind=m.kind,
+            name=m.name, service=m.service, labels=m.label_dict(),
+            signals=[f"{m.kind}.{m.name}", "predicted_breach"], explanation=text,
+            detector=fc.name, detector_version=fc.version, points=1,
+        )  # fmt: skip
 
     def _track(self, st: _SeriesState, sid: int, ts_ms: int, score: float, value: float,
                band: tuple[float, float, float]) -> None:  # fmt: skip

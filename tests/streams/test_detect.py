@@ -146,3 +146,23 @@ def test_feedback_message_round_trips_and_is_told_apart_from_points() -> None:
     assert decode_feedback(raw) == {"series_id": 42, "label": "expected", "episode_id": 7}
     points = encode_points([Obs(series_id(CPU), 1, 1.0, AGG_LAST)], META)
     assert decode_feedback(points) is None
+
+
+def test_rising_queue_lag_is_predicted_to_breach_before_it_does() -> None:
+    lag = make_series("queue", "lag", "worker", queue="orders", group="g")
+    meta = {series_id(lag): lag}
+    st = DetectStage(model_factory(), lag_threshold=1000.0, horizon_s=120.0)
+    sid = series_id(lag)
+    noise = [((i * 7) % 5 - 2) * 3 for i in range(200)]
+    values = [50 + noise[i] for i in range(60)]  # steady
+    values += [50 + 20 * k + noise[60 + k] for k in range(60)]  # +2/s: 1000 after ~480 s
+    values += [max(0.0, values[-1] - 60 * k) for k in range(1, 40)]  # drained again
+    for i, v in enumerate(values):
+        st.add([Obs(sid, i * 10_000, v, AGG_LAST)], meta, i)
+    breaches = [e for e in st.drain().episodes if "predicted_breach" in e.signals]
+    opened = [e for e in breaches if e.is_open]
+    assert len(opened) == 1, breaches
+    first = opened[0]
+    assert first.start_ms // 10_000 < 60 + 60  # predicted while the lag was still below 1000
+    assert values[first.start_ms // 10_000] < 1000 and "crosses 1000" in first.explanation
+    assert any(not e.is_open and e.episode_id == first.episode_id for e in breaches)
