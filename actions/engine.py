@@ -142,6 +142,13 @@ class Engine:
         if p is None:
             return self.refuse(now, 403, "unknown proposal", actor=actor, source=source,
                                proposal_id=pid[:64], remote=remote)  # fmt: skip
+        if approve and p.policy not in self.policies:
+            # Deciding without the policy would skip its guards: refuse, change nothing.
+            return self.refuse(
+                now, 409, f"policy {p.policy} is not loaded here: set STORMWATCH_POLICIES to the "
+                "file the actions service runs", actor=actor, source=source, proposal_id=pid,
+                remote=remote,
+            )  # fmt: skip
         if check_approver:
             if actor not in self.settings.approvers:
                 return self.refuse(now, 403, f"user {actor} is not an approver", actor=actor,

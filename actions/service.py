@@ -57,6 +57,26 @@ def build_engine(settings: ActionsSettings, *, store: Any | None, database: str,
                   executors, poster, on_feedback=on_feedback, clock=clock, **kw)  # fmt: skip
 
 
+def _policies_marker(settings: ActionsSettings) -> Path:
+    return Path(settings.data_dir) / "actions-policies.txt"
+
+
+def record_policies(settings: ActionsSettings) -> None:
+    """Say which policy file the service on this host runs, so `stormwatch actions approve`
+    decides with the same policies (the demo's are chosen by `--demo`, not by a setting)."""
+    marker = _policies_marker(settings)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(settings.policies.resolve()) if settings.policies else "")
+
+
+def policies_in_use(settings: ActionsSettings) -> ActionsSettings:
+    """STORMWATCH_POLICIES if set, else the file the service on this host recorded."""
+    marker = _policies_marker(settings)
+    if settings.policies is None and marker.exists() and marker.read_text().strip():
+        return settings.model_copy(update={"policies": Path(marker.read_text().strip())})
+    return settings
+
+
 def _listen(host: str, port: int) -> socket.socket:
     """Bind here, before any thread starts, so a taken port is a clear error at start-up."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -231,6 +251,7 @@ def start_in_pipeline(settings: Any, store: Any, *, demo: bool,
         raise StormwatchError(f"bad settings: {name}: {err['msg']}") from None
     if demo and asettings.policies is None:
         asettings = asettings.model_copy(update={"policies": DEMO_POLICIES})
+    record_policies(asettings)
     svc = ActionsService(asettings, store=store, database=settings.database,
                          bootstrap=settings.bootstrap(), anomalies_topic=settings.topics.anomalies,
                          demo=demo, on_feedback=on_feedback)  # fmt: skip

@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # kafka-python's connection chatter (reconnects, slow polls) is not an operator's news.
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
     try:
         settings = settings_from_args(args)
         return int(args.run(args, settings) or 0)

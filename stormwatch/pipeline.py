@@ -11,7 +11,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
@@ -135,6 +134,7 @@ def run_up(
         stop.set()
         if actions:
             actions.stop()  # before the store closes: it flushes the audit outbox
+            actions.feedback_publisher.close()  # type: ignore[attr-defined]
         if gateway:
             gateway.stop()
         if server:
@@ -152,7 +152,13 @@ def _start_actions(
     taken STORMWATCH_ACTIONS_ADDR stops start-up: nothing should run unguarded."""
     from actions.service import start_in_pipeline
 
-    svc = start_in_pipeline(settings, store, demo=demo, on_feedback=feedback_publisher(settings))
+    publisher = FeedbackPublisher(settings)
+    try:
+        svc = start_in_pipeline(settings, store, demo=demo, on_feedback=publisher)
+    except BaseException:
+        publisher.close()
+        raise
+    svc.feedback_publisher = publisher  # type: ignore[attr-defined]
     n = len(svc.engine.policies) if svc.engine else 0
     dry = "on" if svc.settings.dry_run else "off"
     out.write(
@@ -162,20 +168,26 @@ def _start_actions(
     return svc
 
 
-def feedback_publisher(settings: StormwatchSettings) -> Callable[[Any], None]:
-    """Send each label a person gives an episode to the worker that owns its series."""
-    from kafka import KafkaProducer
+class FeedbackPublisher:
+    """Sends each label a person gives an episode to the worker that owns its series (on the
+    series' own points partition); `close()` before the broker goes away."""
 
-    from streams.wire import encode_feedback, partition_of
+    def __init__(self, settings: StormwatchSettings) -> None:
+        from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap(), acks="all")
+        self.settings = settings
+        self._producer = KafkaProducer(bootstrap_servers=settings.bootstrap(), acks="all")
 
-    def publish(fb: Any) -> None:
-        part = partition_of(fb.series_id, settings.topics.partitions)
+    def __call__(self, fb: Any) -> None:
+        from streams.wire import encode_feedback, partition_of
+
+        t = self.settings.topics
         value = encode_feedback(fb.series_id, fb.label, fb.episode_id)
-        producer.send(settings.topics.points, value, partition=part).get(timeout=10)
+        part = partition_of(fb.series_id, t.partitions)
+        self._producer.send(t.points, value, partition=part).get(timeout=10)
 
-    return publish
+    def close(self) -> None:
+        self._producer.close(timeout=5)
 
 
 def _start_gateway(settings: StormwatchSettings, out: IO[str]) -> object | None:

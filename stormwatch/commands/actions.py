@@ -45,9 +45,10 @@ def serve(settings: StormwatchSettings) -> int:
     store = open_store(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    from stormwatch.pipeline import feedback_publisher
+    from stormwatch.pipeline import FeedbackPublisher
 
-    svc = start_in_pipeline(settings, store, demo=False, on_feedback=feedback_publisher(settings))
+    publisher = FeedbackPublisher(settings)
+    svc = start_in_pipeline(settings, store, demo=False, on_feedback=publisher)
     print(f"actions: Slack interactivity URL {svc.url}/slack/interactions", flush=True)
     try:
         stop.wait()
@@ -55,6 +56,7 @@ def serve(settings: StormwatchSettings) -> int:
         pass
     finally:
         svc.stop()
+        publisher.close()
         store.close()
     return 0
 
@@ -64,12 +66,12 @@ def run(args: argparse.Namespace, settings: StormwatchSettings) -> int:
         return serve(settings)
     from actions import ActionsError
     from actions.base import State
-    from actions.service import build_engine
+    from actions.service import build_engine, policies_in_use
     from actions.settings import ActionsSettings
     from stormwatch.commands.query import print_table
     from stormwatch.store import StoreError, open_store
 
-    asettings = ActionsSettings(data_dir=settings.data_dir)
+    asettings = policies_in_use(ActionsSettings(data_dir=settings.data_dir))
     store = None
     if args.actions_command != "list":
         try:
