@@ -424,9 +424,17 @@ class GatewayServer:
         self._thread: threading.Thread | None = None
 
     @property
+    def port(self) -> int:
+        """The port listened on: the bound one once started (STORMWATCH_GATEWAY_PORT=0)."""
+        for server in getattr(self.server, "servers", []) or []:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return self.gw.port
+
+    @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.gw.port}"
+        return f"http://{host}:{self.port}"
 
     def banner(self) -> str:
         return f"gateway: OTLP/HTTP and /ingest on {self.url} ({self.gw.auth_note()})"
