@@ -1,0 +1,440 @@
+"""The service stage as plain logic: one service's signals, aligned into vectors and scored
+by its multivariate model (detectors/multivariate.py), with episodes naming the signals.
+
+The points topic is keyed by series, so one service's signals are scored by many detect
+workers. Each publishes `ServicePoint`s (service, signal, bucket time, value) for the points
+it scored to a topic keyed by service; one `ServiceStage` per service partition aligns them
+into time buckets, closes a bucket once the service's watermark passes its end plus the
+lateness, and scores the bucket's vector before learning it (causal).
+
+Delivery is DetectStage's rule: a token (a services message) is ready to ack only once every
+bucket its records fell into is closed and its rows are in `drain()`'s output.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import math
+import pickle
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import orjson
+
+from detectors.episodes import Episode, EpisodeTracker, episode_id, severity
+from detectors.multivariate import ServiceModel
+from streams.detect import POINT_COLUMNS, Output
+from streams.series import Series, make_series, series_id
+
+MAX_LABEL = 48  # a label value longer than this is cut in a signal key (statements)
+MIN_Z = 3.0  # a contributor is at least this unusual on its own (robust z against its window)
+MIN_SHARE = 0.1  # ... and carries at least this share of the vector's unusualness
+MAX_CONTRIBUTORS = 5
+_TRANSIENT = ("U_l", "U_r", "U_skew", "O")  # ECOD's per-call arrays: recomputed when scoring
+
+
+class ServicePoint(NamedTuple):
+    """One scored point of one of a service's signals, as published by a detect worker."""
+
+    service: str
+    signal: str
+    ts_ms: int
+    value: float
+
+
+def signal_key(s: Series) -> str:
+    """A readable, stable name for a series within its service, e.g.
+    `span.latency_ms{operation=GET /cart}`; long label values are cut (the fingerprint of a
+    statement keeps DB signals apart)."""
+    labels = ",".join(
+        f"{k}={v if len(v) <= MAX_LABEL else v[: MAX_LABEL - 1] + '…'}" for k, v in s.labels if v
+    )
+    return f"{s.kind}.{s.name}{{{labels}}}" if labels else f"{s.kind}.{s.name}"
+
+
+def service_series(service: str) -> Series:
+    return make_series("service", "multivariate", service)
+
+
+def service_partition(service: str, partitions: int) -> int:
+    """Which services partition a service lives on: one service always meets one stage."""
+    h = hashlib.blake2b(service.encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") % partitions
+
+
+def service_points(points: Sequence[Sequence[Any]]) -> list[ServicePoint]:
+    """The records a detect worker publishes for the column-oriented rows (POINT_COLUMNS) it
+    just wrote: one per point of a series that belongs to a service. The service series
+    themselves (kind `service`) are left out."""
+    col = {c: points[i] for i, c in enumerate(POINT_COLUMNS)}
+    out = []
+    for ts, value, kind, name, service, labels in zip(
+        col["ts"], col["value"], col["kind"], col["name"], col["service"], col["labels"],
+        strict=True,
+    ):  # fmt: skip
+        if not service or kind == "service" or value is None or not math.isfinite(value):
+            continue
+        s = Series(kind, name, service, tuple(sorted(labels.items())))
+        out.append(ServicePoint(service, signal_key(s), int(ts), float(value)))
+    return out
+
+
+def encode_service_points(records: Iterable[ServicePoint]) -> bytes:
+    """A batch of records, grouped by service (the name is written once)."""
+    by: dict[str, list[list[Any]]] = {}
+    for r in records:
+        by.setdefault(r.service, []).append([r.signal, r.ts_ms, r.value])
+    return orjson.dumps({"v": by})
+
+
+def decode_service_points(raw: bytes) -> list[ServicePoint]:
+    doc = orjson.loads(raw)
+    return [
+        ServicePoint(svc, str(sig), int(ts), float(v))
+        for svc, rows in doc["v"].items()
+        for sig, ts, v in rows
+    ]
+
+
+class _Signal(NamedTuple):
+    signal: str
+    value: float
+    typical: float  # the window's median
+    spread: float  # the window's robust sigma (MAD x 1.4826, floored)
+    share: float  # of the vector's unusualness
+
+    @property
+    def z(self) -> float:
+        return abs(self.value - self.typical) / self.spread
+
+
+@dataclass
+class _Bucket:
+    values: dict[str, tuple[float, int]] = field(default_factory=dict)  # signal -> sum, n
+    tokens: set[Hashable] = field(default_factory=set)
+
+
+@dataclass
+class _ServiceState:
+    service: str
+    sid: int
+    signals: list[str] = field(default_factory=list)  # admitted, in first-seen order
+    last: dict[str, tuple[int, float]] = field(default_factory=dict)  # signal -> bucket, value
+    model: ServiceModel | None = None
+    episodes: EpisodeTracker = field(default_factory=EpisodeTracker)
+    peak: list[tuple[str, float, float, float]] = field(default_factory=list)  # contributors
+    emitted: int = 0
+    buckets: dict[int, _Bucket] = field(default_factory=dict)
+    watermark: int = -1
+    last_closed: int = -1
+    last_seen_wall: float = 0.0
+
+
+@dataclass
+class ServiceCounters:
+    records: int = 0
+    late: int = 0
+    vectors: int = 0  # scored
+    unscored: int = 0  # closed buckets with fewer than min_signals signals
+    signals_ignored: int = 0  # records of signals beyond max_signals
+    rebuilds: int = 0  # models rebuilt because a new signal joined
+    episodes_opened: int = 0
+
+
+class ServiceStage:
+    """Holds the per-service state of the services partitions this worker owns.
+
+    `make_model(signals)` builds a service's model once it has `min_signals` signals, and
+    again (re-warming) when a new signal joins; at most `max_signals` are admitted, later
+    ones are ignored and counted. A signal missing from a bucket carries its last value for
+    up to `carry` buckets; beyond that it no longer counts towards the vector's signals.
+    """
+
+    def __init__(
+        self,
+        make_model: Callable[[list[str]], ServiceModel],
+        *,
+        bucket_s: float = 10.0,
+        lateness_s: float = 5.0,
+        threshold: float = 0.9,
+        min_signals: int = 2,
+        max_signals: int = 32,
+        carry: int = 6,
+        wall_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if min_signals < 2 or max_signals < min_signals:
+            raise ValueError("need 2 <= min_signals <= max_signals")
+        self.make_model = make_model
+        self.bucket_ms = int(bucket_s * 1000)
+        self.lateness_ms = int(lateness_s * 1000)
+        self.threshold = threshold
+        self.min_signals = min_signals
+        self.max_signals = max_signals
+        self.carry_ms = carry * self.bucket_ms
+        self.clock = wall_clock
+        self.services: dict[str, _ServiceState] = {}
+        self.counters = ServiceCounters()
+        self._pending: dict[Hashable, int] = {}
+        self._ready: list[Hashable] = []
+        self._points: list[list[Any]] = [[] for _ in POINT_COLUMNS]
+        self._episodes: list[Episode] = []
+        self._dirty: set[str] = set()
+
+    # -- input ------------------------------------------------------------------------------
+    def add(self, records: Iterable[ServicePoint], token: Hashable) -> None:
+        """Take one message's records; `token` is released once their buckets are out."""
+        self._pending[token] = self._pending.get(token, 0) + 1  # held while we work
+        now = self.clock()
+        touched: set[str] = set()
+        for r in records:
+            self.counters.records += 1
+            st = self.services.get(r.service)
+            if st is None:
+                st = self.services[r.service] = self._new_state(r.service)
+            st.last_seen_wall = now
+            if r.signal not in st.signals:
+                if len(st.signals) >= self.max_signals:
+                    self.counters.signals_ignored += 1
+                    continue
+                st.signals.append(r.signal)
+            start = r.ts_ms - r.ts_ms % self.bucket_ms
+            if start <= st.last_closed:
+                self.counters.late += 1
+                continue
+            b = st.buckets.get(start)
+            if b is None:
+                b = st.buckets[start] = _Bucket()
+            total, n = b.values.get(r.signal, (0.0, 0))
+            b.values[r.signal] = (total + r.value, n + 1)
+            if token not in b.tokens:
+                b.tokens.add(token)
+                self._pending[token] += 1
+            st.watermark = max(st.watermark, r.ts_ms)
+            touched.add(r.service)
+        for svc in touched:
+            st = self.services[svc]
+            self._close(st, st.watermark - self.lateness_ms)
+        self._release(token)
+
+    def close_idle(self) -> None:
+        """Close buckets of services that got nothing for a bucket plus the lateness (wall)."""
+        idle = (self.bucket_ms + self.lateness_ms) / 1000
+        now = self.clock()
+        for st in self.services.values():
+            if st.buckets and now - st.last_seen_wall >= idle:
+                self._close(st, max(st.buckets) + self.bucket_ms)
+
+    # -- output -----------------------------------------------------------------------------
+    def drain(self) -> Output:
+        """Rows and episodes produced so far, and the tokens safe to ack once they are written."""
+        out = Output(self._points, self._episodes, self._ready)
+        self._points = [[] for _ in POINT_COLUMNS]
+        self._episodes, self._ready = [], []
+        return out
+
+    @property
+    def buffered_rows(self) -> int:
+        return len(self._points[0])
+
+    # -- partitions and checkpoints ------------------------------------------------------------
+    def drop_services(self, predicate: Callable[[str], bool]) -> None:
+        """Forget the services (and their held messages) this worker no longer owns: the new
+        owner replays their open buckets from the committed offset. A message that fed a
+        dropped service is never released (a message carries one partition's services)."""
+        for svc in [s for s in self.services if predicate(s)]:
+            st = self.services.pop(svc)
+            self._dirty.discard(svc)
+            for b in st.buckets.values():
+                for tok in b.tokens:
+                    self._pending.pop(tok, None)
+
+    def snapshot(self) -> dict[int, str]:
+        """Service series id → state of every service scored since the last snapshot. Open
+        buckets are left out (their messages are not acked, so a restart replays them); the
+        model's window is capped by its own `window`, and ECOD's per-call arrays are dropped."""
+        out = {}
+        for svc in self._dirty:
+            st = self.services.get(svc)
+            if st is None:
+                continue
+            blob = (st.service, st.signals, st.last, _compact(st.model), st.episodes, st.peak,
+                    st.emitted, st.last_closed)  # fmt: skip
+            out[st.sid] = base64.b64encode(zlib.compress(pickle.dumps(blob, 5))).decode()
+        self._dirty.clear()
+        return out
+
+    def restore(self, states: dict[int, str]) -> int:
+        """Resume services from checkpoints (written by this pipeline to its own store)."""
+        for text in states.values():
+            blob = pickle.loads(zlib.decompress(base64.b64decode(text)))  # noqa: S301 - our own
+            svc, signals, last, model, episodes, peak, emitted, last_closed = blob
+            st = self._new_state(svc)
+            st.signals, st.last, st.model, st.episodes = signals, last, _expand(model), episodes
+            st.peak, st.emitted, st.last_closed = peak, emitted, last_closed
+            self.services[svc] = st
+        return len(states)
+
+    # -- internals --------------------------------------------------------------------------
+    def _new_state(self, service: str) -> _ServiceState:
+        return _ServiceState(
+            service, series_id(service_series(service)),
+            episodes=EpisodeTracker(high=self.threshold),
+        )  # fmt: skip
+
+    def _release(self, token: Hashable) -> None:
+        left = self._pending.get(token, 0) - 1
+        if left > 0:
+            self._pending[token] = left
+        elif token in self._pending:
+            del self._pending[token]
+            self._ready.append(token)
+
+    def _close(self, st: _ServiceState, upto_ms: int) -> None:
+        """Close, in time order, every open bucket that ends at or before `upto_ms`."""
+        for start in sorted(st.buckets):
+            if start + self.bucket_ms > upto_ms:
+                break
+            b = st.buckets.pop(start)
+            for sig, (total, n) in b.values.items():
+                st.last[sig] = (start, total / n)
+            self._score(st, start)
+            st.last_closed = start
+            for t in b.tokens:
+                self._release(t)
+
+    def _score(self, st: _ServiceState, start: int) -> None:
+        """Score the bucket's vector with what the model learned before it, then learn it."""
+        values = {s: v for s, (ts, v) in st.last.items() if start - ts <= self.carry_ms}
+        if len(values) < self.min_signals:
+            self.counters.unscored += 1
+            return
+        known = [s for s in st.signals if s in st.last]
+        if st.model is None or len(st.model.signals) != len(known):
+            if st.model is not None:
+                self.counters.rebuilds += 1
+            st.model = self.make_model(known)
+        model = st.model
+        vec = [values.get(s, model.last_[i]) for i, s in enumerate(model.signals)]
+        base = (model.med_, model.mad_)  # the window the score is judged against
+        verdict = model.update(values)
+        _drop_scratch(model.fitted_)
+        self.counters.vectors += 1
+        self._dirty.add(st.service)
+        score = verdict.score
+        row = (
+            st.sid, start, score, len(values), score, None, None, None,
+            int(score >= self.threshold), "service", "multivariate", st.service, {},
+            _detector(model), model.version,
+        )  # fmt: skip
+        for col, val in zip(self._points, row, strict=True):
+            col.append(val)
+        if base[0] is None or base[1] is None:
+            return
+        med, mad = base
+        detail = [
+            _Signal(s, vec[i], float(med[i]), float(mad[i]),
+                    verdict.contributions.get(s, 0.0))
+            for i, s in enumerate(model.signals)
+        ]  # fmt: skip
+        self._track(st, start, score, detail)
+
+    def _track(self, st: _ServiceState, ts_ms: int, score: float, detail: list[_Signal]) -> None:
+        """Hysteresis on the service score; the top contributor gives the episode's value and
+        band (typical ± 3 robust sigma), the explanation names every contributor."""
+        ep = st.episodes
+        before = ep.peak[0] if ep.is_open else -1.0
+        top = _contributors(detail)
+        t = top[0]
+        band = (t.typical, t.typical - 3 * t.spread, t.typical + 3 * t.spread)
+        change = ep.update(ts_ms, score, t.value, band)
+        if change is None:
+            return
+        if change == "open" or (change == "grow" and score > before):
+            st.peak = [(c.signal, c.value, c.typical, c.share) for c in top]
+        if change == "open":
+            self.counters.episodes_opened += 1
+        st.emitted += 1
+        if change == "grow" and st.emitted < 6 and score < ep.peak[0]:
+            return  # throttle: publish growth every few vectors or on a new peak
+        st.emitted = 0
+        self._episodes.append(self._episode(st, ep, closed=change == "close"))
+        if change == "close":
+            ep.reset()
+
+    def _episode(self, st: _ServiceState, ep: EpisodeTracker, *, closed: bool) -> Episode:
+        score, value, expected, _, _ = ep.peak
+        model = st.model
+        assert model is not None  # noqa: S101 - an episode follows a score
+        parts = ", ".join(
+            f"{s} {_fmt(v)} vs typical {_fmt(t)} ({share:.0%})" for s, v, t, share in st.peak
+        )
+        explanation = (
+            f"service {st.service}: unusual combination of {len(model.signals)} signals, "
+            f"driven by {parts}; score {score:.3f} from {_detector(model)} v{model.version} "
+            f"over {ep.points} bucket(s) of {self.bucket_ms / 1000:g}s"
+        )
+        lower, upper = ep.peak[3], ep.peak[4]
+        return Episode(
+            episode_id=episode_id(st.sid, ep.start_ms), series_id=st.sid, start_ms=ep.start_ms,
+            end_ms=ep.end_ms, is_open=not closed, peak_score=score, peak_value=value,
+            expected=expected, lower=lower, upper=upper, severity=severity(score),
+            kind="service", name="multivariate", service=st.service, labels={},
+            signals=[p[0] for p in st.peak], explanation=explanation,
+            detector=_detector(model), detector_version=model.version, points=ep.points,
+        )  # fmt: skip
+
+
+def _contributors(detail: list[_Signal]) -> list[_Signal]:
+    """The signals that matter, largest share first: unusual on their own (MIN_Z) and carrying
+    a real share; the largest one when none qualifies."""
+    ranked = sorted(detail, key=lambda d: d.share, reverse=True)
+    top = [d for d in ranked if d.z >= MIN_Z and d.share >= MIN_SHARE][:MAX_CONTRIBUTORS]
+    return top or ranked[:1]
+
+
+def _detector(model: ServiceModel) -> str:
+    return f"{model.name}/{model.model}"
+
+
+def _drop_scratch(fitted: Any) -> None:
+    """ECOD and COPOD keep their last call's arrays (window x signals floats, four times
+    over, ~0.5 MB at 500 x 32); scoring recomputes them, so a service need not hold them."""
+    for a in _TRANSIENT:
+        if getattr(fitted, a, None) is not None:
+            setattr(fitted, a, None)
+
+
+def _compact(model: ServiceModel | None) -> Any:
+    """The model for a checkpoint, without what can be rebuilt exactly: ECOD's per-call arrays
+    (window x signals floats, four times over), and the part of the window the fit already
+    holds as `X_train` (the window is the fit's rows plus the vectors seen since)."""
+    if model is None or model.fitted_ is None:
+        return model
+    m = copy.copy(model)
+    fitted = m.fitted_ = copy.copy(model.fitted_)
+    _drop_scratch(fitted)  # a fit leaves them too
+    train = getattr(fitted, "X_train", None)
+    if train is None or m.since_fit_ > len(m.rows_):
+        return m
+    m.rows_ = deque(list(m.rows_)[len(m.rows_) - m.since_fit_ :], maxlen=m.window)
+    return (m, True)
+
+
+def _expand(blob: Any) -> ServiceModel | None:
+    """Undo `_compact`: the window is the fit's rows, then the vectors seen since, capped."""
+    if not isinstance(blob, tuple):
+        return blob
+    m = blob[0]
+    rows = [tuple(r) for r in m.fitted_.X_train.tolist()] + list(m.rows_)
+    m.rows_ = deque(rows[-m.window :], maxlen=m.window)
+    return m
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}" if math.isfinite(x) else "n/a"
