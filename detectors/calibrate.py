@@ -19,6 +19,11 @@ def z_to_score(z: float) -> float:
     return 1.0 - math.exp(-_K * d * d)
 
 
+def score_to_z(score: float) -> float:
+    """The inverse of `z_to_score`: the |z| a score in (0, 1) stands for (a threshold as z)."""
+    return 1.0 + math.sqrt(-math.log(1.0 - score) / _K)
+
+
 def tail_to_z(log_p: float) -> float:
     """A probability (as its natural log, <= 0) → the |z| of a Gaussian tail that unlikely."""
     return math.sqrt(max(0.0, -2.0 * log_p))

@@ -195,7 +195,12 @@ class SeriesModel:
         )  # fmt: skip
         self.mean_, self.var_ = after_mean, after_std**2
         self.since_drift_ = 0
-        self._rebaseline(self.settle)
+        if self.flag_run_ >= self.settle:
+            # still alarming once settled: the new normal. A change the detector already
+            # follows (no alarm now) is left to it: re-basing mid-drift would hide the drift.
+            self._rebaseline(self.settle)
+        else:
+            self._reset_ph()
         return ev
 
     def _rebaseline(self, last: int) -> None:
@@ -205,6 +210,9 @@ class SeriesModel:
             reb(last)
         else:  # a detector that cannot re-baseline starts afresh; the fallback covers it
             self.detector_ = self.make()
+        self._reset_ph()
+
+    def _reset_ph(self) -> None:
         self.level_ph_ = drift.PageHinkley(min_instances=20, threshold=40.0)
         self.spread_ph_ = drift.PageHinkley(min_instances=20, threshold=40.0, mode="up")
 

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import math
+import random
+
+from detectors.model import SeriesModel
+from detectors.registry import make_detector
+
+
+def _drifting(seed: int = 0) -> list[dict[str, float]]:
+    """Gaussian noise (sd 1) around 100, then a ramp of 12 sd over 150 points from 400."""
+    rng = random.Random(seed)
+    xs = []
+    for i in range(800):
+        y = 100 + rng.gauss(0, 1) + 12 * min(1.0, max(0, i - 400) / 150)
+        xs.append({"y": y, "t": 1_700_000_000.0 + 60 * i})
+    return xs
+
+
+def test_robust_flags_slow_drift_inside_the_ramp() -> None:
+    det = make_detector("robust")
+    flags = []
+    for i, x in enumerate(_drifting()):
+        if det.score_one(x) >= 0.9:
+            flags.append(i)
+        det.learn_one(x)
+    assert any(400 <= i <= 550 for i in flags), flags
+    assert not [i for i in flags if i < 400 or i > 600], flags
+
+
+def test_series_model_does_not_absorb_slow_drift_before_flagging_it() -> None:
+    model = SeriesModel(lambda: make_detector("robust"))
+    flags = [i for i, x in enumerate(_drifting(1)) if model.update(x).is_anomaly]
+    assert any(400 <= i <= 550 for i in flags), flags
+
+
+def test_robust_finds_non_calendar_cycle_after_three_cycles() -> None:
+    rng = random.Random(2)
+    det = make_detector("robust")
+    for i in range(300):
+        y = 50 + 10 * math.sin(2 * math.pi * i / 96) + rng.gauss(0, 0.5)
+        det.learn_one({"y": y, "t": 1_700_000_000.0 + 60 * i})
+    assert det.period_ == 96
+
+
+def _events(scores: list[float], skip: int = 300) -> int:
+    """Runs of scores >= 0.9 (at most 10 points apart are one run) after `skip` points."""
+    events, last = 0, -100
+    for i, s in enumerate(scores):
+        if s >= 0.9 and i >= skip:
+            events += i - last > 10
+            last = i
+    return events
+
+
+def _scores(ys: list[float]) -> list[float]:
+    det = make_detector("robust")
+    out = []
+    for i, y in enumerate(ys):
+        x = {"y": y, "t": 1_700_000_000.0 + 60 * i}
+        out.append(det.score_one(x))
+        det.learn_one(x)
+    return out
+
+
+def test_robust_random_walk_is_not_an_anomaly_every_few_hundred_points() -> None:
+    total = 0
+    for seed in range(4):
+        rng = random.Random(seed)
+        y, ys = 100.0, []
+        for _ in range(3000):
+            y += rng.gauss(0, 1)
+            ys.append(y)
+        total += _events(_scores(ys))
+    assert total <= 8, total  # about 0.8 per 2700 scored points; 5.6 without the correction
+
+
+def test_robust_heavy_tailed_noise_rarely_alarms_but_a_two_point_burst_does() -> None:
+    rng = random.Random(5)
+
+    def t4() -> float:  # Student t, 4 degrees of freedom, unit variance
+        return rng.gauss(0, 1) / math.sqrt(sum(rng.gauss(0, 1) ** 2 for _ in range(4)) / 4) / 2**0.5
+
+    ys = [50 + t4() for _ in range(2000)]
+    assert _events(_scores(ys)) <= 3
+    ys[1500] += 9.0
+    ys[1501] += 9.0
+    assert max(_scores(ys)[1500:1502]) >= 0.9
+
+
+def test_robust_alarm_ends_with_the_burst_that_raised_it() -> None:
+    ys = [0.5 + 0.01 * ((i * 7) % 5 - 2) for i in range(60)] + [0.95] * 5
+    ys += [0.5 + 0.01 * ((i * 7) % 5 - 2) for i in range(65, 80)]
+    scores = _scores(ys)
+    assert min(scores[60:65]) >= 0.9
+    assert max(scores[66:]) < 0.6, [round(s, 2) for s in scores[64:]]
