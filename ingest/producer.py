@@ -51,7 +51,9 @@ class TelemetryProducer:
             max_request_size=8 * 1024 * 1024,
         )
         self._buf: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
+        # Re-entrant: kafka-python runs a callback at once, on this thread, when the send has
+        # already completed, and the callback takes this lock while `_send_locked` holds it.
+        self._lock = threading.RLock()
         self.sent = 0
         self.failed = 0
         self.errors: list[str] = []
