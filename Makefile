@@ -25,6 +25,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/pip-audit --skip-editable --progress-spinner off
 
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
 bench-quality: $(STAMP)
 	$(BIN)/python -m benchmarks.quality
 

@@ -209,10 +209,15 @@ def run_faust(app: object) -> None:
 
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     worker.spinner = None  # its cursor escapes mangle our output and logs
+    from streams.tuning import quiet_gc
+
+    restore_gc = quiet_gc()
     try:
         worker.execute_from_commandline()
     except SystemExit:
         pass
+    finally:
+        restore_gc()
 
 
 def run_worker(settings: StormwatchSettings, out: IO[str] = sys.stdout) -> int:

@@ -37,6 +37,7 @@ from streams.detect import DRIFT_COLUMNS, POINT_COLUMNS, SHADOW_COLUMNS, DetectS
 from streams.normalize import Normalizer
 from streams.series import Obs
 from streams.sink import ClickHouseSink
+from streams.tuning import prompt_fetches
 from streams.wire import decode_feedback, decode_points, encode_points, partition_of
 
 log = logging.getLogger("stormwatch.streams")
@@ -128,6 +129,7 @@ def build_app(
 ) -> faust.App:
     """The faust app for these settings, writing through `store`; `on_episode` sees each
     episode change after it is written."""
+    prompt_fetches()
     t = settings.topics
     stats = stats or Stats()
     db = settings.database
@@ -190,7 +192,7 @@ def build_app(
 
     @app.agent(raw_topic)
     async def normalize(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(500, within=0.2):
+        async for events in stream.take_events(500, within=0.05):
             await normalize_batch(events, decode_json)
 
     @app.agent(otlp_metrics_topic)
@@ -337,10 +339,10 @@ def build_app(
             t0 = time.perf_counter()
             stage.add(obs, meta, tok)
             stats.add("detect.busy_s", time.perf_counter() - t0)  # detector cost per point
-            if stage.buffered_rows >= 5000 or time.monotonic() - last_flush[0] >= 0.5:
+            if stage.buffered_rows >= 5000 or time.monotonic() - last_flush[0] >= 0.2:
                 await flush(stream)
 
-    @app.timer(0.5)
+    @app.timer(0.2)
     async def close_idle_windows() -> None:
         if streams and not stopping[0]:
             stage.close_idle()

@@ -1,0 +1,320 @@
+"""Ceiling: the raw path without detection, in one process, against its own broker and engine.
+
+A pre-produced stream of JSON point batches is consumed with aiokafka `getmany`, decoded with
+orjson, turned into column arrays (integer epoch ms, cached series ids) and inserted into chdb
+in large columnar blocks: what this machine allows before any detection work.
+
+    python -m benchmarks.ceiling --series 2000 --points 300000
+
+prints one JSON line: points/s plus the counts checked in ClickHouse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import math
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from stormwatch.broker import LocalBroker, free_port
+from stormwatch.settings import StormwatchSettings, load_settings
+from streams.detect import POINT_COLUMNS
+from streams.series import Series, series_id
+
+PARTITIONS = 4
+
+
+class StreamSpec(BaseModel):
+    """A stream of metric points: `series` series, `points` in all, one point per series per
+    second of event time, sent by `producers` SDK producers (each keyed to one partition)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    series: int = Field(2000, ge=1)
+    points: int = Field(300_000, ge=1)
+    producers: int = Field(4, ge=1)
+    batch: int = Field(500, ge=1, description="events per Kafka message (the SDK's batch)")
+
+    @property
+    def rounds(self) -> int:
+        return math.ceil(self.points / self.series)
+
+
+def metric_series(i: int) -> Series:
+    """The identity of bench series `i` as the normalizer builds it."""
+    return Series("metric", f"bench_{i % 20}", f"svc{i % 10}", (("host", f"h{i}"),))
+
+
+def event(i: int, ts: float, value: float) -> dict[str, Any]:
+    s = metric_series(i)
+    return {
+        "kind": "metric",
+        "name": s.name,
+        "value": value,
+        "ts": ts,
+        "service": s.service,
+        "labels": dict(s.labels),
+    }
+
+
+def expected_ids(spec: StreamSpec, start_s: float) -> dict[int, tuple[int, int, int]]:
+    """series id → (points, first ms, last ms) the stream holds."""
+    out = {}
+    for i in range(spec.series):
+        n = len(range(i, spec.points, spec.series))
+        if n:
+            out[series_id(metric_series(i))] = (
+                n,
+                int(start_s * 1000),
+                int((start_s + n - 1) * 1000),
+            )
+    return out
+
+
+def partition_keys(n: int, partitions: int = PARTITIONS) -> list[str]:
+    """`n` producer keys that kafka-python's default partitioner spreads over all partitions."""
+    from kafka.partitioner.default import murmur2
+
+    keys: list[str] = []
+    want = [k % partitions for k in range(n)]
+    i = 0
+    while want:
+        key = f"bench-producer-{i}"
+        p = (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+        if p in want:
+            want.remove(p)
+            keys.append(key)
+        i += 1
+    return keys
+
+
+def produce_stream(bootstrap: str, topic: str, spec: StreamSpec, start_s: float) -> float:
+    """Send the whole stream (series i by producer i % producers, in time order); returns the
+    seconds it took. Raises if any event failed."""
+    from ingest.producer import TelemetryProducer
+
+    rng = random.Random(7)
+    prods = [
+        TelemetryProducer(bootstrap, topic, batch_size=spec.batch, key=k)
+        for k in partition_keys(spec.producers)
+    ]
+    for p in prods:
+        # The SDK adds delivery callbacks while holding its lock; a future already done runs
+        # the callback at once, which takes the same lock: a deadlock (see docs/performance.md).
+        p._lock = threading.RLock()  # type: ignore[assignment]
+    t0 = time.perf_counter()
+    sent = 0
+    for r in range(spec.rounds):
+        for i in range(spec.series):
+            if sent == spec.points:
+                break
+            v = 100.0 + 10.0 * math.sin(r / 15 + i) + rng.gauss(0, 1)
+            prods[i % len(prods)].send(event(i, start_s + r, v))
+            sent += 1
+    failed = sum(p.flush(timeout=120) for p in prods)
+    for p in prods:
+        p.close()
+    if failed:
+        raise RuntimeError(f"{failed} events failed to produce: {prods[0].errors[:3]}")
+    return time.perf_counter() - t0
+
+
+def stream_start() -> float:
+    """Event time of the first round: recent, and the whole stream within one day partition."""
+    return float(int(time.time()) - 3600)
+
+
+def bench_settings(data_dir: Path, bootstrap: str, **kw: Any) -> StormwatchSettings:
+    return load_settings(data_dir=data_dir, kafka_bootstrap=bootstrap, database="bench", **kw)
+
+
+def check_points(store: Any, db: str, want: dict[int, tuple[int, int, int]]) -> dict[str, Any]:
+    """Counts with and without FINAL, and per series count/first/last against the stream."""
+    total = sum(n for n, _, _ in want.values())
+    q = store.query(
+        f"SELECT (SELECT count() FROM {db}.points), (SELECT count() FROM {db}.points FINAL), "
+        f"(SELECT uniqExact(series_id, ts) FROM {db}.points)"
+    )
+    raw, final, unique = q.rows[0]
+    got = {
+        int(sid): (int(n), int(a), int(b))
+        for sid, n, a, b in store.query(
+            f"SELECT series_id, count(), toUnixTimestamp64Milli(min(ts)), "
+            f"toUnixTimestamp64Milli(max(ts)) FROM {db}.points FINAL GROUP BY series_id"
+        ).rows
+    }
+    bad = sum(1 for sid, v in want.items() if got.get(sid) != v) + len(set(got) - set(want))
+    ok = raw == final == unique == total and bad == 0
+    return {
+        "expected": total,
+        "rows": raw,
+        "rows_final": final,
+        "unique_ids": unique,
+        "series_mismatched": bad,
+        "ok": ok,
+    }
+
+
+class ColumnBuilder:
+    """Decoded batches → POINT_COLUMNS arrays; series ids hashed once per series."""
+
+    def __init__(self) -> None:
+        self.ids: dict[tuple[Any, ...], int] = {}
+        self.cols: list[list[Any]] = [[] for _ in POINT_COLUMNS]
+
+    def add(self, batch: list[dict[str, Any]]) -> None:
+        (
+            sid_c,
+            ts_c,
+            val_c,
+            n_c,
+            score_c,
+            exp_c,
+            lo_c,
+            up_c,
+            an_c,
+            kind_c,
+            name_c,
+            svc_c,
+            lab_c,
+            det_c,
+            ver_c,
+        ) = self.cols
+        ids = self.ids
+        for e in batch:
+            labels = e["labels"]
+            key = (e["name"], e["service"], *labels.items())
+            sid = ids.get(key)
+            if sid is None:
+                s = Series("metric", e["name"], e["service"], tuple(sorted(labels.items())))
+                sid = ids[key] = series_id(s)
+            sid_c.append(sid)
+            ts_c.append(int(e["ts"] * 1000))
+            val_c.append(e["value"])
+            kind_c.append("metric")
+            name_c.append(e["name"])
+            svc_c.append(e["service"])
+            lab_c.append(labels)
+        k = len(batch)
+        n_c.extend([1] * k)
+        score_c.extend([0.0] * k)
+        exp_c.extend([None] * k)
+        lo_c.extend([None] * k)
+        up_c.extend([None] * k)
+        an_c.extend([0] * k)
+        det_c.extend(["none"] * k)
+        ver_c.extend(["0"] * k)
+
+    def __len__(self) -> int:
+        return len(self.cols[0])
+
+    def take(self) -> list[list[Any]]:
+        cols, self.cols = self.cols, [[] for _ in POINT_COLUMNS]
+        return cols
+
+
+async def consume_insert(
+    bootstrap: str, topic: str, total: int, store: Any, table: str, block: int
+) -> tuple[float, int]:
+    """getmany → orjson → columns → insert every `block` rows; (seconds, inserts)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        await consumer.seek_to_beginning()
+        builder = ColumnBuilder()
+        seen = inserts = 0
+        t0 = None
+        while seen < total:
+            got = await consumer.getmany(timeout_ms=1000, max_records=2000)
+            if t0 is None and got:
+                t0 = time.perf_counter()
+            for msgs in got.values():
+                for m in msgs:
+                    batch = orjson.loads(m.value)
+                    builder.add(batch)
+                    seen += len(batch)
+            if len(builder) >= block or (seen >= total and len(builder)):
+                store.insert(table, POINT_COLUMNS, builder.take())
+                inserts += 1
+        return time.perf_counter() - (t0 or time.perf_counter()), inserts
+    finally:
+        await consumer.stop()
+
+
+def run_ceiling(spec: StreamSpec, block: int = 50_000) -> dict[str, Any]:
+    from ingest.topics import ensure_topics
+    from stormwatch.pipeline import topic_partitions
+    from stormwatch.store import create_schema, open_store
+
+    with (
+        tempfile.TemporaryDirectory(prefix="sw-ceiling-") as tmp,
+        LocalBroker(free_port()) as broker,
+    ):
+        settings = bench_settings(Path(tmp), broker.bootstrap)
+        ensure_topics(broker.bootstrap, topic_partitions(settings))
+        start = stream_start()
+        produce_s = produce_stream(broker.bootstrap, settings.topics.raw, spec, start)
+        store = open_store(settings, own=True)
+        try:
+            create_schema(store, settings)
+            gc.collect()
+            gc.freeze()  # the tuned collector the design notes measured (~20%)
+            gc.set_threshold(50_000, 50, 100)
+            secs, inserts = asyncio.run(
+                consume_insert(
+                    broker.bootstrap,
+                    settings.topics.raw,
+                    spec.points,
+                    store,
+                    f"{settings.database}.points",
+                    block,
+                )
+            )
+            check = check_points(store, settings.database, expected_ids(spec, start))
+        finally:
+            store.close()
+    return {
+        "bench": "ceiling",
+        "points": spec.points,
+        "series": spec.series,
+        "seconds": round(secs, 3),
+        "points_per_s": round(spec.points / secs),
+        "inserts": inserts,
+        "block": block,
+        "produce_s": round(produce_s, 2),
+        "check": check,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--series", type=int, default=2000)
+    p.add_argument("--points", type=int, default=300_000)
+    p.add_argument("--block", type=int, default=50_000, help="rows per insert")
+    a = p.parse_args(argv)
+    out = run_ceiling(StreamSpec(series=a.series, points=a.points), a.block)
+    print(orjson.dumps(out).decode())
+    return 0 if out["check"]["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Pipeline: the ceiling's stream through the real product, against its own broker and engine.
+
+The whole stream is produced first; then `stormwatch up --no-gateway` (and, for 2 workers, a
+`stormwatch worker` writing through up's store server) runs it through normalize → detect →
+ClickHouse with the default detectors. Throughput is points over the span between the first
+and the last row's `written_at`; counts and ids are then checked with and without FINAL.
+
+    python -m benchmarks.pipeline --workers 1 --series 2000 --points 300000 [--profile DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from benchmarks.ceiling import (
+    StreamSpec,
+    bench_settings,
+    check_points,
+    expected_ids,
+    produce_stream,
+    stream_start,
+)
+from stormwatch.broker import LocalBroker, free_port
+from stormwatch.settings import StormwatchSettings
+
+
+def settings_env(s: StormwatchSettings) -> dict[str, str]:
+    """The environment that gives a `stormwatch` subprocess these settings."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "STORMWATCH_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+            "STORMWATCH_DATA_DIR": str(s.data_dir),
+            "STORMWATCH_DATABASE": s.database,
+            "STORMWATCH_APP_ID": s.app_id,
+            "STORMWATCH_BROKER_SESSION_TIMEOUT_S": "6",
+            "STORMWATCH_GATEWAY_PORT": "0",
+            "STORMWATCH_ACTIONS_ADDR": "127.0.0.1:0",  # a free port: 8787 may be taken here
+            "STORMWATCH_TOPIC_PARTITIONS": str(s.topics.partitions),
+        }
+    )
+    return env
+
+
+def command(role: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "stormwatch.cli",
+        role,
+        *(["--no-gateway"] if role == "up" else []),
+    ]
+
+
+def wait_for(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (v := cond()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+    return v
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def running(settings: StormwatchSettings, workers: int, log: Path) -> Iterator[list[Any]]:
+    """`stormwatch up` (+ `workers - 1` x `stormwatch worker`); yields their Popen objects once
+    up serves its engine; SIGTERM (graceful) on exit."""
+    engine = settings.chdb_path / "engine.json"
+    procs: list[subprocess.Popen[bytes]] = []
+    env = settings_env(settings)
+    try:
+        with open(log, "ab") as out:
+            procs.append(
+                subprocess.Popen(
+                    command("up"),
+                    env=env,
+                    stdout=out,  # noqa: S603
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            wait_for(lambda: engine.exists() or procs[0].poll() is not None, 60, "stormwatch up")
+            if procs[0].poll() is not None:
+                raise RuntimeError(f"stormwatch up exited: {log.read_text()[-2000:]}")
+            for _ in range(workers - 1):
+                procs.append(
+                    subprocess.Popen(
+                        command("worker"),
+                        env=env,
+                        stdout=out,  # noqa: S603
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        yield procs
+    finally:
+        for p in reversed(procs):
+            stop(p)
+
+
+@contextmanager
+def profiled(pid: int, path: Path | None) -> Iterator[None]:
+    """py-spy (if installed and allowed) samples `pid` while the block runs."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if path is None or not Path(spy).exists():
+        yield
+        return
+    proc = subprocess.Popen(  # noqa: S603
+        [
+            spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "--threads",
+            "--output",
+            str(path),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(30)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def run_pipeline(
+    spec: StreamSpec, workers: int, profile: Path | None = None, keep_log: Path | None = None
+) -> dict[str, Any]:
+    from ingest.topics import ensure_topics
+    from stormwatch.pipeline import topic_partitions
+    from stormwatch.store import open_store
+
+    with (
+        tempfile.TemporaryDirectory(prefix="sw-pipeline-") as tmp,
+        LocalBroker(free_port()) as broker,
+    ):
+        data = Path(tmp)
+        settings = bench_settings(data, broker.bootstrap, app_id=f"bench-{workers}w")
+        ensure_topics(broker.bootstrap, topic_partitions(settings))
+        start = stream_start()
+        produce_s = produce_stream(broker.bootstrap, settings.topics.raw, spec, start)
+        log = keep_log or data / "pipeline.log"
+        t_spawn = time.monotonic()
+        with running(settings, workers, log) as procs:
+            store = open_store(settings)
+            db = settings.database
+
+            def count() -> int:
+                return int(store.query(f"SELECT count() FROM {db}.points").rows[0][0])
+
+            with profiled(procs[0].pid, profile):
+                wait_for(
+                    lambda: count() >= spec.points or any(p.poll() is not None for p in procs),
+                    420,
+                    "all points written",
+                    every=0.25,
+                )
+            wall = time.monotonic() - t_spawn
+            time.sleep(1.0)  # anything written twice would show now
+            first, q20, last = store.query(
+                f"SELECT toUnixTimestamp64Milli(min(written_at)), "
+                f"toUnixTimestamp64Milli(quantileExact(0.2)(written_at)), "
+                f"toUnixTimestamp64Milli(max(written_at)) FROM {db}.points"
+            ).rows[0]
+            check = check_points(store, db, expected_ids(spec, start))
+            per_worker = store.query(
+                f"SELECT worker, sum(value) FROM {db}.health WHERE stage = 'detect' AND "
+                f"metric = 'points_written' GROUP BY worker ORDER BY worker"
+            ).rows
+            store.close()
+    secs = max((last - first) / 1000, 1e-3)
+    return {
+        "bench": "pipeline",
+        "workers": workers,
+        "points": spec.points,
+        "series": spec.series,
+        "seconds": round(secs, 3),
+        "points_per_s": round(spec.points / secs),
+        # after the first 20% of rows: start-up and the first rebalance left out
+        "steady_points_per_s": round(0.8 * spec.points / max((last - q20) / 1000, 1e-3)),
+        "wall_s": round(wall, 1),
+        "produce_s": round(produce_s, 2),
+        "per_worker": [int(v) for _, v in per_worker],
+        "check": check,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workers", type=int, default=1, choices=[1, 2, 3, 4])
+    p.add_argument("--series", type=int, default=2000)
+    p.add_argument("--points", type=int, default=300_000)
+    p.add_argument("--profile", type=Path, help="write py-spy raw stacks of `up` here")
+    p.add_argument("--log", type=Path, help="keep the pipeline's log here")
+    a = p.parse_args(argv)
+    out = run_pipeline(StreamSpec(series=a.series, points=a.points), a.workers, a.profile, a.log)
+    print(orjson.dumps(out).decode())
+    return 0 if out["check"]["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
