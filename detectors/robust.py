@@ -125,7 +125,7 @@ class RobustDetector:
     """Robust seasonal detector; see the module docstring. Learned state ends in `_`."""
 
     name = "robust"
-    version = "3"
+    version = "3.1"
 
     def __init__(
         self,
@@ -159,7 +159,10 @@ class RobustDetector:
         self.window = window
         self._reset(0)
         # the first points are kept to find the period (or fill a given one's profile)
-        self.buf_: array | None = array("d") if period != 0 else None
+        # Buffers hold float32 offsets from the first value: half the memory of doubles, and
+        # no precision lost on series far from zero (1e9 +- 10 keeps its detail).
+        self.buf_: array | None = array("f") if period != 0 else None
+        self.buf0_ = math.nan
         self.more_: array | None = None  # after a cycle is found: more of them, to refine it
 
     def _reset(self, period: int, ratio: float = 1.0) -> None:
@@ -311,7 +314,9 @@ class RobustDetector:
             return
         t = x.get("t", math.nan)
         if self.buf_ is not None:
-            self.buf_.append(y)
+            if self.buf0_ != self.buf0_:
+                self.buf0_ = y
+            self.buf_.append(y - self.buf0_)
             n = len(self.buf_)
             if (self.period and n == 2 * self.period) or (
                 not self.period and (n in DETECT_AT or n >= 3 * self.max_period)
@@ -328,13 +333,13 @@ class RobustDetector:
             more = self.more_ = None  # a gap: buffer positions no longer match the cycle
         normal = self._learn(y, t)
         if more is not None:
-            more.append(y if normal else math.nan)  # an anomaly must not shape the refit
+            more.append(y - self.buf0_ if normal else math.nan)  # anomalies don't shape the refit
             if len(more) >= REFINE_CYCLES * self.period_:
                 self._refine()
 
     def _try_period(self) -> None:
-        buf = self.buf_
-        assert buf is not None  # noqa: S101 (only called while buffering)
+        assert self.buf_ is not None  # noqa: S101 (only called while buffering)
+        buf = self._values(self.buf_)
         # sampling intervals divide real cycles (a day is 288 five-minute points): snap to one
         cycle = float(self.period or find_period(buf, self.max_period, self.step_))
         if not cycle:
@@ -359,13 +364,19 @@ class RobustDetector:
         self.last_t_, self.step_ = last_t, step
         calendar = any(abs(c / step - slots) < 0.01 for c in (86_400.0, 3_600.0, 604_800.0))
         if not self.period and not calendar and REFINE_CYCLES * slots <= 3 * self.max_period:
-            self.more_ = buf  # three cycles pin a length down to a point or two; six do better
+            # three cycles pin a length down to a point or two; six do better
+            self.more_ = array("f", (v - self.buf0_ for v in buf))
+
+    def _values(self, offsets: array) -> array:
+        """A buffer's values, as doubles."""
+        base = self.buf0_
+        return array("d", (v + base for v in offsets))
 
     def _refine(self) -> None:
         """Re-fit the cycle length on six cycles; if it changes, move the learned profile to
         the new length (stretched, so what was learned is kept)."""
-        buf = self.more_
-        assert buf is not None  # noqa: S101 (only called while refining)
+        assert self.more_ is not None  # noqa: S101 (only called while refining)
+        buf = self._values(self.more_)
         self.more_ = None
         p = refine_period(buf, self.period_)
         if p == self.period_:
