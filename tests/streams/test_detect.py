@@ -166,3 +166,32 @@ def test_rising_queue_lag_is_predicted_to_breach_before_it_does() -> None:
     assert first.start_ms // 10_000 < 60 + 60  # predicted while the lag was still below 1000
     assert values[first.start_ms // 10_000] < 1000 and "crosses 1000" in first.explanation
     assert any(not e.is_open and e.episode_id == first.episode_id for e in breaches)
+
+
+def test_shadow_scores_are_stored_and_never_acted_on(chdb_store, db_settings) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from streams.detect import SHADOW_COLUMNS
+
+    cpu = series_id(CPU)
+    base = int(time.time()) // 10 * 10_000 - 3_600_000  # an hour ago: inside every TTL
+    values = [0.5 + 0.01 * ((i * 7) % 5 - 2) for i in range(60)] + [0.95] * 3 + [0.5] * 10
+
+    def run(shadow: str | None):  # type: ignore[no-untyped-def]
+        st = DetectStage(model_factory(shadow=shadow), window_s=10, lateness_s=5)
+        for i, v in enumerate(values):
+            st.add([Obs(cpu, base + i * 10_000, v, AGG_LAST)], META, i)
+        return st.drain()
+
+    plain, shadowed = run(None), run("zscore")
+    assert plain.shadow == [] and len(shadowed.shadow) == len(values)
+    assert column(shadowed, "score") == column(plain, "score")  # the active path is unchanged
+    assert column(shadowed, "is_anomaly") == column(plain, "is_anomaly")
+    assert [e.model_dump() for e in shadowed.episodes] == [e.model_dump() for e in plain.episodes]
+    db = db_settings.database
+    chdb_store.insert(f"{db}.shadow_scores", SHADOW_COLUMNS,
+                      [list(c) for c in zip(*shadowed.shadow, strict=True)])  # fmt: skip
+    rows = chdb_store.query(
+        f"SELECT detector, count(), max(score) FROM {db}.shadow_scores GROUP BY detector"
+    ).rows
+    assert rows[0][0] == "zscore" and rows[0][1] == len(values) and rows[0][2] > 0.9
