@@ -28,7 +28,10 @@ log = logging.getLogger("stormwatch")
 def topic_partitions(settings: StormwatchSettings) -> dict[str, int]:
     t = settings.topics
     p = t.partitions
-    return {t.raw: p, t.otlp_metrics: p, t.otlp_spans: p, t.points: p, t.dlq: 1, t.anomalies: p}
+    return {
+        t.raw: p, t.otlp_metrics: p, t.otlp_spans: p, t.points: p, f"{t.points}.services": p,
+        t.dlq: 1, t.anomalies: p,
+    }  # fmt: skip
 
 
 def _print_episode(out: IO[str]) -> object:

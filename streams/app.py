@@ -25,6 +25,7 @@ import faust
 import orjson
 
 from detectors.episodes import Episode
+from detectors.multivariate import ServiceModel
 from detectors.registry import model_factory
 from ingest.cardinality import CardinalityGuard
 from ingest.decode import Reject, decode_json
@@ -36,6 +37,14 @@ from streams.checkpoints import CHECKPOINT_COLUMNS, load_checkpoints
 from streams.detect import DRIFT_COLUMNS, POINT_COLUMNS, SHADOW_COLUMNS, DetectStage
 from streams.normalize import Normalizer
 from streams.series import Obs
+from streams.services import (
+    ServicePoint,
+    ServiceStage,
+    decode_service_points,
+    encode_service_points,
+    service_partition,
+    service_points,
+)
 from streams.sink import ClickHouseSink
 from streams.tuning import prompt_fetches
 from streams.wire import decode_feedback, decode_points, encode_points, partition_of
@@ -157,6 +166,9 @@ def build_app(
     anomalies_topic = app.topic(t.anomalies, value_serializer="raw", key_serializer="raw")
     otlp_metrics_topic = app.topic(t.otlp_metrics, value_serializer="raw", key_serializer="raw")
     otlp_spans_topic = app.topic(t.otlp_spans, value_serializer="raw", key_serializer="raw")
+    services_name = t.points + ".services"  # keyed by service: one stage sees all its signals
+    services_topic = app.topic(services_name, value_serializer="raw", key_serializer="raw",
+                               partitions=t.partitions)  # fmt: skip
     redactor = Redactor()  # defaults: emails, tokens, card numbers, IPs, secret-looking keys
     guard = CardinalityGuard()  # defaults: 1k series per name, 10k per service, 500k in all
     otlp_state = OtlpState()  # per worker: previous cumulative points, publish spans seen
@@ -225,6 +237,25 @@ def build_app(
         for sink in (points_sink, episodes_sink, drift_sink, shadow_sink):
             sink.flush()
 
+    async def publish_services(points: list[list[Any]]) -> None:
+        """A service's signals, scored here, to the one stage that owns the service; delivered
+        before the points offsets move (a replay re-publishes; closed buckets drop repeats)."""
+        by_part: dict[int, list[ServicePoint]] = defaultdict(list)
+        for r in service_points(points):
+            by_part[service_partition(r.service, t.partitions)].append(r)
+        sent = [await services_topic.send(value=encode_service_points(recs), partition=p)
+                for p, recs in by_part.items()]  # fmt: skip
+        await asyncio.gather(*sent)
+        stats.add("detect.service_records", sum(map(len, by_part.values())))
+
+    async def publish_episodes(episodes: list[Episode]) -> None:
+        """Each episode change, once written, to the anomalies topic (the actions service)."""
+        for ep in episodes:
+            if on_episode:
+                on_episode(ep)
+            await anomalies_topic.send(key=str(ep.series_id).encode(),
+                                       value=ep.model_dump_json().encode())  # fmt: skip
+
     async def flush(stream: faust.StreamT) -> None:
         async with flush_lock:
             out = stage.drain()
@@ -240,11 +271,9 @@ def build_app(
                 episodes_sink.add(episode_row(ep, now_ms))
             await _write_with_retry(asyncio.get_running_loop(), write_detected, stats, "points")
             stats.add("detect.points_written", out.rows)
-            for ep in out.episodes:
-                if on_episode:
-                    on_episode(ep)
-                await anomalies_topic.send(key=str(ep.series_id).encode(),
-                                           value=ep.model_dump_json().encode())  # fmt: skip
+            await publish_episodes(out.episodes)
+            if out.rows:
+                await publish_services(out.points)
             for tok in out.tokens:
                 ev = held.pop(tok, None)
                 if ev is not None:
@@ -348,6 +377,125 @@ def build_app(
             stage.close_idle()
             await flush(streams[0])
 
+    # -- services: one multivariate model per service over its signals ----------------------
+    # Records reach the stage once their detect window closed (window + lateness after the
+    # fact), metrics at once: the lateness covers that spread so span signals are not late.
+    svc_stage = ServiceStage(
+        lambda signals: ServiceModel(signals, model="ecod", window=360, refit_every=30),
+        bucket_s=settings.window_s, lateness_s=settings.window_s + settings.lateness_s + 5.0,
+        threshold=settings.threshold,
+    )  # fmt: skip
+    app.stormwatch_services = svc_stage  # type: ignore[attr-defined]
+    svc_points_sink = ClickHouseSink(store, f"{db}.points", POINT_COLUMNS)
+    svc_episodes_sink = ClickHouseSink(store, f"{db}.anomalies", EPISODE_COLUMNS)
+    svc_checkpoint_sink = ClickHouseSink(store, f"{db}.checkpoints", CHECKPOINT_COLUMNS)
+    svc_held: dict[tuple[int, int], Any] = {}
+    svc_lock = asyncio.Lock()
+    svc_streams: list[faust.StreamT] = []
+    svc_owned: set[int] = set()
+
+    def write_services() -> None:
+        svc_points_sink.flush()
+        svc_episodes_sink.flush()
+
+    async def flush_services() -> None:
+        async with svc_lock:
+            out = svc_stage.drain()
+            if not (out.rows or out.episodes or out.tokens):
+                return
+            svc_points_sink.add_columns(out.points)
+            now_ms = int(time.time() * 1000)
+            for ep in out.episodes:
+                svc_episodes_sink.add(episode_row(ep, now_ms))
+            await _write_with_retry(asyncio.get_running_loop(), write_services, stats, "services")
+            stats.add("services.points_written", out.rows)
+            await publish_episodes(out.episodes)
+            for tok in out.tokens:
+                ev = svc_held.pop(tok, None)
+                if ev is not None and svc_streams:
+                    await svc_streams[0].ack(ev)
+
+    async def checkpoint_services() -> None:
+        async with svc_lock:
+            now_ms = int(time.time() * 1000)
+            part = {st.sid: service_partition(name, t.partitions)
+                    for name, st in svc_stage.services.items()}  # fmt: skip
+            for sid, state in svc_stage.snapshot().items():
+                svc_checkpoint_sink.add([now_ms, services_name, part[sid], sid, state])
+            await _write_with_retry(asyncio.get_running_loop(), svc_checkpoint_sink.flush,
+                                    stats, "checkpoints")  # fmt: skip
+
+    def in_parts(parts: set[int]) -> Callable[[str], bool]:
+        return lambda svc: service_partition(svc, t.partitions) in parts
+
+    @app.on_partitions_assigned.connect
+    async def on_services_assigned(sender: object, assigned: set[Any], **kw: Any) -> None:
+        parts = {tp.partition for tp in assigned if tp.topic == services_name}
+        if not parts:
+            return
+        loop = asyncio.get_running_loop()
+        async with svc_lock:
+            states = await loop.run_in_executor(
+                None, lambda: load_checkpoints(store, db, services_name, parts,
+                                               settings.restore_before),
+            )  # fmt: skip
+            svc_stage.drop_services(in_parts(parts))
+            svc_stage.restore(states)
+            svc_owned.update(parts)
+        stats.add("services.restored", len(states))
+
+    @app.on_partitions_revoked.connect
+    async def on_services_revoked(sender: object, revoked: set[Any], **kw: Any) -> None:
+        parts = {tp.partition for tp in revoked if tp.topic == services_name}
+        if not parts:
+            return
+        svc_owned.difference_update(parts)
+        await flush_services()
+        await checkpoint_services()
+        async with svc_lock:
+            svc_stage.drop_services(in_parts(parts))
+            for tok in [k for k in svc_held if k[0] in parts]:
+                del svc_held[tok]
+
+    async def final_services_checkpoint() -> None:
+        await flush_services()
+        await checkpoint_services()
+
+    app.before_stop.append(final_services_checkpoint)
+
+    @app.timer(settings.checkpoint_s)
+    async def periodic_services_checkpoint() -> None:
+        await flush_services()
+        await checkpoint_services()
+
+    @app.agent(services_topic)
+    async def services(stream: faust.StreamT) -> None:
+        svc_streams.append(stream)
+        async for ev in stream.noack().events():
+            msg = ev.message
+            if stopping[0] or msg.partition not in svc_owned:
+                continue  # not acked: the partition's (next) owner replays it
+            tok = (msg.partition, msg.offset)
+            try:
+                records = decode_service_points(ev.value)
+            except Exception as e:  # noqa: BLE001 - only our own detect agent writes this topic
+                log.error("unreadable services message %s: %s", tok, e)
+                stats.add("services.unreadable")
+                await stream.ack(ev)
+                continue
+            svc_held[tok] = ev
+            t0 = time.perf_counter()
+            svc_stage.add(records, tok)
+            stats.add("services.busy_s", time.perf_counter() - t0)
+            if svc_stage.buffered_rows >= 1000:
+                await flush_services()
+
+    @app.timer(0.5)
+    async def close_idle_services() -> None:
+        if svc_streams and not stopping[0]:
+            svc_stage.close_idle()
+            await flush_services()
+
     dlq_sink = ClickHouseSink(store, f"{db}.dlq", DLQ_COLUMNS)
 
     @app.agent(dlq_topic)
@@ -371,6 +519,11 @@ def build_app(
         stats.values["detect.observations"] = c.observations
         stats.values["detect.late"] = c.late
         stats.values["detect.episodes_opened"] = c.episodes_opened
+        sc = svc_stage.counters
+        stats.values["services.series"] = len(svc_stage.services)
+        for key in ("records", "late", "vectors", "unscored", "signals_ignored", "rebuilds",
+                    "episodes_opened"):  # fmt: skip
+            stats.values[f"services.{key}"] = getattr(sc, key)
         for key, v in list(stats.values.items()):
             stage_name, _, metric = key.partition(".")
             gauge = metric == "series"

@@ -65,9 +65,10 @@ def test_otel_sdk_spans_and_metrics_become_scored_series(
             ).rows
             return {(k, n) for k, n in rows}
 
+        # ... and the service's signals, scored together by its multivariate model.
         wanted = {("span", "latency_ms"), ("span", "throughput"), ("db", "latency_ms"),
-                  ("metric", "orders.queue_depth")}  # fmt: skip
-        wait_for(lambda: wanted <= series(), 90, "span, DB and metric series from the SDK")
+                  ("metric", "orders.queue_depth"), ("service", "multivariate")}  # fmt: skip
+        wait_for(lambda: wanted <= series(), 90, "span, DB, metric and service series")
         scored = store.query(
             f"SELECT count(), countIf(expected IS NOT NULL) FROM {db_name}.points "
             "WHERE service = 'shop-api'"
