@@ -99,7 +99,9 @@ def run_latency(
             db = settings.database
 
             def count() -> int:
-                return int(store.query(f"SELECT count() FROM {db}.points").rows[0][0])
+                return int(
+                    store.query(f"SELECT count() FROM {db}.points WHERE kind = 'metric'").rows[0][0]
+                )
 
             # warm every series up (event time in the past), and wait until it is all written
             t_warm = time.time() - WARMUP_POINTS - 1
@@ -137,9 +139,14 @@ def run_latency(
             time.sleep(1.0)
             lat = store.query(
                 f"SELECT toUnixTimestamp64Milli(written_at) - toUnixTimestamp64Milli(ts) "
-                f"FROM {db}.points WHERE ts >= fromUnixTimestamp64Milli({int(t_start * 1000)})"
+                f"FROM {db}.points WHERE kind = 'metric' AND "
+                f"ts >= fromUnixTimestamp64Milli({int(t_start * 1000)})"
             ).rows
-            rows = int(store.query(f"SELECT count() FROM {db}.points FINAL").rows[0][0])
+            rows = int(
+                store.query(f"SELECT count() FROM {db}.points FINAL WHERE kind = 'metric'").rows[0][
+                    0
+                ]
+            )
             store.close()
         watch.close()
         for p in prods:

@@ -178,7 +178,9 @@ def run_pipeline(
             db = settings.database
 
             def count() -> int:
-                return int(store.query(f"SELECT count() FROM {db}.points").rows[0][0])
+                return int(
+                    store.query(f"SELECT count() FROM {db}.points WHERE kind = 'metric'").rows[0][0]
+                )
 
             with profiled(procs[0].pid, profile):
                 wait_for(
@@ -192,7 +194,7 @@ def run_pipeline(
             first, q20, last = store.query(
                 f"SELECT toUnixTimestamp64Milli(min(written_at)), "
                 f"toUnixTimestamp64Milli(quantileExact(0.2)(written_at)), "
-                f"toUnixTimestamp64Milli(max(written_at)) FROM {db}.points"
+                f"toUnixTimestamp64Milli(max(written_at)) FROM {db}.points WHERE kind = 'metric'"
             ).rows[0]
             check = check_points(store, db, expected_ids(spec, start))
             per_worker = store.query(
