@@ -33,9 +33,9 @@ from ingest.otlp import OtlpState, decode_otlp_metrics, decode_otlp_traces
 from ingest.redact import Redactor
 from stormwatch.settings import StormwatchSettings
 from stormwatch.store import Store, StoreError
-from streams.checkpoints import CHECKPOINT_COLUMNS, load_checkpoints
 from streams.detect import DRIFT_COLUMNS, POINT_COLUMNS, SHADOW_COLUMNS, DetectStage
 from streams.normalize import Normalizer
+from streams.runner import Modulo, StageRunner, write_with_retry
 from streams.series import Obs
 from streams.services import (
     ServicePoint,
@@ -95,21 +95,6 @@ class Stats:
 
     def add(self, key: str, n: float = 1) -> None:
         self.values[key] += n
-
-
-async def _write_with_retry(loop: asyncio.AbstractEventLoop, write: Callable[[], Any],
-                            stats: Stats, what: str) -> None:  # fmt: skip
-    """Retry a sink write with capped exponential backoff until it succeeds (offsets held)."""
-    delay = 0.1
-    while True:
-        try:
-            await loop.run_in_executor(None, write)
-            return
-        except StoreError as e:
-            stats.add(f"sink.{what}.failures")
-            log.warning("writing %s failed (%s); retrying in %.1fs", what, e, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 class StormApp(faust.App):
@@ -229,24 +214,19 @@ def build_app(
     episodes_sink = ClickHouseSink(store, f"{db}.anomalies", EPISODE_COLUMNS)
     drift_sink = ClickHouseSink(store, f"{db}.drift", DRIFT_COLUMNS)
     shadow_sink = ClickHouseSink(store, f"{db}.shadow_scores", SHADOW_COLUMNS)
-    held: dict[tuple[int, int], Any] = {}
-    flush_lock = asyncio.Lock()
-    last_flush = [time.monotonic()]
 
-    def write_detected() -> None:
-        for sink in (points_sink, episodes_sink, drift_sink, shadow_sink):
-            sink.flush()
+    def rows_to_sinks(points: ClickHouseSink, episodes: ClickHouseSink, out: Any) -> None:
+        points.add_columns(out.points)
+        now_ms = int(time.time() * 1000)
+        for ep in out.episodes:
+            episodes.add(episode_row(ep, now_ms))
 
-    async def publish_services(points: list[list[Any]]) -> None:
-        """A service's signals, scored here, to the one stage that owns the service; delivered
-        before the points offsets move (a replay re-publishes; closed buckets drop repeats)."""
-        by_part: dict[int, list[ServicePoint]] = defaultdict(list)
-        for r in service_points(points):
-            by_part[service_partition(r.service, t.partitions)].append(r)
-        sent = [await services_topic.send(value=encode_service_points(recs), partition=p)
-                for p, recs in by_part.items()]  # fmt: skip
-        await asyncio.gather(*sent)
-        stats.add("detect.service_records", sum(map(len, by_part.values())))
+    def detected_to_sinks(out: Any) -> None:
+        rows_to_sinks(points_sink, episodes_sink, out)
+        for row in out.drift:
+            drift_sink.add(row)
+        for row in out.shadow:
+            shadow_sink.add(row)
 
     async def publish_episodes(episodes: list[Episode]) -> None:
         """Each episode change, once written, to the anomalies topic (the actions service)."""
@@ -256,130 +236,45 @@ def build_app(
             await anomalies_topic.send(key=str(ep.series_id).encode(),
                                        value=ep.model_dump_json().encode())  # fmt: skip
 
-    async def flush(stream: faust.StreamT) -> None:
-        async with flush_lock:
-            out = stage.drain()
-            if not (out.rows or out.episodes or out.tokens or out.drift):
-                return
-            points_sink.add_columns(out.points)
-            for row in out.drift:
-                drift_sink.add(row)
-            for row in out.shadow:
-                shadow_sink.add(row)
-            now_ms = int(time.time() * 1000)
-            for ep in out.episodes:
-                episodes_sink.add(episode_row(ep, now_ms))
-            await _write_with_retry(asyncio.get_running_loop(), write_detected, stats, "points")
-            stats.add("detect.points_written", out.rows)
-            await publish_episodes(out.episodes)
-            if out.rows:
-                await publish_services(out.points)
-            for tok in out.tokens:
-                ev = held.pop(tok, None)
-                if ev is not None:
-                    await stream.ack(ev)
-            last_flush[0] = time.monotonic()
-
-    streams: list[faust.StreamT] = []
-    stopping = [False]  # set by the final checkpoint: later messages are left for a replay
-    owned: set[int] = set()  # points partitions assigned to this worker now
-    checkpoint_sink = ClickHouseSink(store, f"{db}.checkpoints", CHECKPOINT_COLUMNS)
-
-    async def checkpoint() -> None:
-        """Save the state of series scored since the last checkpoint (after their rows)."""
-        async with flush_lock:
-            now_ms = int(time.time() * 1000)
-            for sid, state in stage.snapshot().items():
-                checkpoint_sink.add([now_ms, t.points, sid % t.partitions, sid, state])
-            n = len(checkpoint_sink)
-            await _write_with_retry(asyncio.get_running_loop(), checkpoint_sink.flush, stats,
-                                    "checkpoints")  # fmt: skip
-            stats.add("detect.checkpointed", n)
-
-    def load(parts: set[int]) -> dict[int, str]:
-        return load_checkpoints(store, db, t.points, parts, settings.restore_before)
-
-    @app.on_partitions_assigned.connect
-    async def on_assigned(sender: object, assigned: set[Any], **kw: Any) -> None:
-        parts = {tp.partition for tp in assigned if tp.topic == t.points}
-        if not parts:
+    async def after_detect(out: Any) -> None:
+        """Episodes to the actions service; each service's scored signals, before the points
+        offsets move, to the one stage that owns the service (a replay re-publishes; closed
+        buckets drop repeats)."""
+        await publish_episodes(out.episodes)
+        if not out.rows:
             return
-        loop = asyncio.get_running_loop()
-        async with flush_lock:
-            states = await loop.run_in_executor(None, load, parts)
-            stage.drop_partitions(parts, t.partitions)  # anything built while not owned
-            stage.restore(states)
-            owned.update(parts)
-        stats.add("detect.restored", len(states))
-        log.info("partitions %s assigned: %d series resumed from checkpoints", parts, len(states))
+        by_part: dict[int, list[ServicePoint]] = defaultdict(list)
+        for r in service_points(out.points):
+            by_part[service_partition(r.service, t.partitions)].append(r)
+        sent = [await services_topic.send(value=encode_service_points(recs), partition=p)
+                for p, recs in by_part.items()]  # fmt: skip
+        await asyncio.gather(*sent)
+        stats.add("detect.service_records", sum(map(len, by_part.values())))
 
-    @app.on_partitions_revoked.connect
-    async def on_revoked(sender: object, revoked: set[Any], **kw: Any) -> None:
-        parts = {tp.partition for tp in revoked if tp.topic == t.points}
-        if not parts:
-            return
-        owned.difference_update(parts)
-        if streams:
-            await flush(streams[0])
-        await checkpoint()
-        async with flush_lock:
-            stage.drop_partitions(parts, t.partitions)
-            for tok in [k for k in held if k[0] in parts]:
-                del held[tok]
+    async def feedback(raw: bytes) -> bool:
+        """A person's label (from Slack), applied in order with the series' points."""
+        fb = decode_feedback(raw)
+        if fb is None:
+            return False
+        applied = stage.apply_feedback(fb["series_id"], fb["label"])
+        stats.add("detect.feedback_applied" if applied else "detect.feedback_unknown")
+        return True
 
-    async def final_checkpoint() -> None:
-        """A graceful stop scores nothing more, writes what is scored and checkpoints it, so
-        the next owner resumes each series exactly where it was."""
-        stopping[0] = True
-        if streams:
-            await flush(streams[0])
-        await checkpoint()
+    common = {
+        "app": app, "store": store, "database": db, "stats": stats,
+        "restore_before": settings.restore_before, "checkpoint_s": settings.checkpoint_s,
+    }  # fmt: skip
+    StageRunner(
+        name="detect", topic=points_topic, stage=stage, decode=decode_points,
+        sinks=[points_sink, episodes_sink, drift_sink, shadow_sink], to_sinks=detected_to_sinks,
+        drop=lambda parts: stage.drop_partitions(parts, t.partitions),
+        partition_map=lambda: Modulo(t.partitions), after_write=after_detect, control=feedback,
+        **common,
+    ).install()  # fmt: skip
 
-    app.before_stop.append(final_checkpoint)
-
-    @app.timer(settings.checkpoint_s)
-    async def periodic_checkpoint() -> None:
-        if streams:
-            await flush(streams[0])
-            await checkpoint()
-
-    @app.agent(points_topic)
-    async def detect(stream: faust.StreamT) -> None:
-        streams.append(stream)
-        async for ev in stream.noack().events():
-            msg = ev.message
-            if stopping[0] or msg.partition not in owned:
-                continue  # not acked: whoever owns the partition (next) replays it
-            tok = (msg.partition, msg.offset)
-            feedback = decode_feedback(ev.value)
-            if feedback is not None:
-                applied = stage.apply_feedback(feedback["series_id"], feedback["label"])
-                stats.add("detect.feedback_applied" if applied else "detect.feedback_unknown")
-                await stream.ack(ev)
-                continue
-            try:
-                obs, meta = decode_points(ev.value)
-            except Exception as e:  # noqa: BLE001 - only our own encoder writes this topic
-                log.error("unreadable points message %s: %s", tok, e)
-                stats.add("detect.unreadable")
-                await stream.ack(ev)
-                continue
-            held[tok] = ev
-            t0 = time.perf_counter()
-            stage.add(obs, meta, tok)
-            stats.add("detect.busy_s", time.perf_counter() - t0)  # detector cost per point
-            if stage.buffered_rows >= 5000 or time.monotonic() - last_flush[0] >= 0.2:
-                await flush(stream)
-
-    @app.timer(0.2)
-    async def close_idle_windows() -> None:
-        if streams and not stopping[0]:
-            stage.close_idle()
-            await flush(streams[0])
-
-    # -- services: one multivariate model per service over its signals ----------------------
-    # Records reach the stage once their detect window closed (window + lateness after the
-    # fact), metrics at once: the lateness covers that spread so span signals are not late.
+    # One multivariate model per service over its signals. Records arrive once their detect
+    # window closed (window + lateness after the fact), metrics at once: the lateness covers
+    # that spread so span signals are not late.
     svc_stage = ServiceStage(
         lambda signals: ServiceModel(signals, model="ecod", window=360, refit_every=30),
         bucket_s=settings.window_s, lateness_s=settings.window_s + settings.lateness_s + 5.0,
@@ -388,113 +283,23 @@ def build_app(
     app.stormwatch_services = svc_stage  # type: ignore[attr-defined]
     svc_points_sink = ClickHouseSink(store, f"{db}.points", POINT_COLUMNS)
     svc_episodes_sink = ClickHouseSink(store, f"{db}.anomalies", EPISODE_COLUMNS)
-    svc_checkpoint_sink = ClickHouseSink(store, f"{db}.checkpoints", CHECKPOINT_COLUMNS)
-    svc_held: dict[tuple[int, int], Any] = {}
-    svc_lock = asyncio.Lock()
-    svc_streams: list[faust.StreamT] = []
-    svc_owned: set[int] = set()
 
-    def write_services() -> None:
-        svc_points_sink.flush()
-        svc_episodes_sink.flush()
+    def service_partitions() -> dict[int, int]:
+        return {st.sid: service_partition(name, t.partitions)
+                for name, st in svc_stage.services.items()}  # fmt: skip
 
-    async def flush_services() -> None:
-        async with svc_lock:
-            out = svc_stage.drain()
-            if not (out.rows or out.episodes or out.tokens):
-                return
-            svc_points_sink.add_columns(out.points)
-            now_ms = int(time.time() * 1000)
-            for ep in out.episodes:
-                svc_episodes_sink.add(episode_row(ep, now_ms))
-            await _write_with_retry(asyncio.get_running_loop(), write_services, stats, "services")
-            stats.add("services.points_written", out.rows)
-            await publish_episodes(out.episodes)
-            for tok in out.tokens:
-                ev = svc_held.pop(tok, None)
-                if ev is not None and svc_streams:
-                    await svc_streams[0].ack(ev)
-
-    async def checkpoint_services() -> None:
-        async with svc_lock:
-            now_ms = int(time.time() * 1000)
-            part = {st.sid: service_partition(name, t.partitions)
-                    for name, st in svc_stage.services.items()}  # fmt: skip
-            for sid, state in svc_stage.snapshot().items():
-                svc_checkpoint_sink.add([now_ms, services_name, part[sid], sid, state])
-            await _write_with_retry(asyncio.get_running_loop(), svc_checkpoint_sink.flush,
-                                    stats, "checkpoints")  # fmt: skip
-
-    def in_parts(parts: set[int]) -> Callable[[str], bool]:
-        return lambda svc: service_partition(svc, t.partitions) in parts
-
-    @app.on_partitions_assigned.connect
-    async def on_services_assigned(sender: object, assigned: set[Any], **kw: Any) -> None:
-        parts = {tp.partition for tp in assigned if tp.topic == services_name}
-        if not parts:
-            return
-        loop = asyncio.get_running_loop()
-        async with svc_lock:
-            states = await loop.run_in_executor(
-                None, lambda: load_checkpoints(store, db, services_name, parts,
-                                               settings.restore_before),
-            )  # fmt: skip
-            svc_stage.drop_services(in_parts(parts))
-            svc_stage.restore(states)
-            svc_owned.update(parts)
-        stats.add("services.restored", len(states))
-
-    @app.on_partitions_revoked.connect
-    async def on_services_revoked(sender: object, revoked: set[Any], **kw: Any) -> None:
-        parts = {tp.partition for tp in revoked if tp.topic == services_name}
-        if not parts:
-            return
-        svc_owned.difference_update(parts)
-        await flush_services()
-        await checkpoint_services()
-        async with svc_lock:
-            svc_stage.drop_services(in_parts(parts))
-            for tok in [k for k in svc_held if k[0] in parts]:
-                del svc_held[tok]
-
-    async def final_services_checkpoint() -> None:
-        await flush_services()
-        await checkpoint_services()
-
-    app.before_stop.append(final_services_checkpoint)
-
-    @app.timer(settings.checkpoint_s)
-    async def periodic_services_checkpoint() -> None:
-        await flush_services()
-        await checkpoint_services()
-
-    @app.agent(services_topic)
-    async def services(stream: faust.StreamT) -> None:
-        svc_streams.append(stream)
-        async for ev in stream.noack().events():
-            msg = ev.message
-            if stopping[0] or msg.partition not in svc_owned:
-                continue  # not acked: the partition's (next) owner replays it
-            tok = (msg.partition, msg.offset)
-            try:
-                records = decode_service_points(ev.value)
-            except Exception as e:  # noqa: BLE001 - only our own detect agent writes this topic
-                log.error("unreadable services message %s: %s", tok, e)
-                stats.add("services.unreadable")
-                await stream.ack(ev)
-                continue
-            svc_held[tok] = ev
-            t0 = time.perf_counter()
-            svc_stage.add(records, tok)
-            stats.add("services.busy_s", time.perf_counter() - t0)
-            if svc_stage.buffered_rows >= 1000:
-                await flush_services()
-
-    @app.timer(0.5)
-    async def close_idle_services() -> None:
-        if svc_streams and not stopping[0]:
-            svc_stage.close_idle()
-            await flush_services()
+    StageRunner(
+        name="services", topic=services_topic, stage=svc_stage,
+        decode=lambda raw: (decode_service_points(raw),),
+        sinks=[svc_points_sink, svc_episodes_sink],
+        to_sinks=lambda out: rows_to_sinks(svc_points_sink, svc_episodes_sink, out),
+        drop=lambda parts: svc_stage.drop_services(
+            lambda svc: service_partition(svc, t.partitions) in parts
+        ),
+        partition_map=service_partitions,
+        after_write=lambda out: publish_episodes(out.episodes),
+        flush_rows=1000, idle_s=0.5, **common,
+    ).install()  # fmt: skip
 
     dlq_sink = ClickHouseSink(store, f"{db}.dlq", DLQ_COLUMNS)
 
@@ -506,7 +311,7 @@ def build_app(
                     dlq_sink.add(dlq_row(raw))
                 except Exception as e:  # noqa: BLE001 - a foreign message on our DLQ topic
                     log.error("unreadable dead letter: %s", e)
-            await _write_with_retry(asyncio.get_running_loop(), dlq_sink.flush, stats, "dlq")
+            await write_with_retry(dlq_sink.flush, stats, "dlq")
 
     health_sink = ClickHouseSink(store, f"{db}.health", HEALTH_COLUMNS)
     worker_name = f"{socket.gethostname()}:{os.getpid()}"

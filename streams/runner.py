@@ -1,0 +1,218 @@
+"""Runs a keyed stage (per-series detection, per-service detection) behind a faust topic.
+
+Delivery: each message is a token; the stage says when a token's rows are all out
+(`drain()`); the runner writes them, then acks the message, so committed offsets never pass
+a row that is not stored. State: checkpointed after the rows it covers (periodically, when
+partitions are revoked, and before a graceful stop while the partitions are still ours) and
+restored when partitions are assigned. Messages of partitions not owned are left unacked:
+their owner replays them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from stormwatch.store import Store, StoreError
+from streams.checkpoints import CHECKPOINT_COLUMNS, load_checkpoints
+from streams.sink import ClickHouseSink
+
+log = logging.getLogger("stormwatch.streams")
+
+
+async def write_with_retry(write: Callable[[], Any], stats: Any, what: str) -> None:
+    """Retry a sink write with capped exponential backoff until it succeeds (offsets held)."""
+    delay = 0.1
+    while True:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, write)
+            return
+        except StoreError as e:
+            stats.add(f"sink.{what}.failures")
+            log.warning("writing %s failed (%s); retrying in %.1fs", what, e, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+class Modulo(Mapping[int, int]):
+    """series id → partition for stages keyed by `id % partitions`."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __getitem__(self, sid: int) -> int:
+        return sid % self.n
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+@dataclass
+class StageRunner:
+    """Wires one stage into `app`; `install()` registers its agent, timers and hooks."""
+
+    app: Any  # streams.app.StormApp
+    name: str  # stats prefix: "detect", "services"
+    topic: faust.TopicT
+    stage: Any  # add(*decoded, token), drain(), close_idle(), snapshot(), restore()
+    store: Store
+    database: str
+    stats: Any
+    decode: Callable[[bytes], tuple[Any, ...]]  # a message → the arguments of stage.add
+    sinks: Sequence[ClickHouseSink]
+    to_sinks: Callable[[Any], None]  # a drained output → rows added to the sinks
+    drop: Callable[[set[int]], None]  # forget the stage's state of these partitions
+    partition_map: Callable[[], Mapping[int, int]]  # state key → partition, per checkpoint
+    after_write: Callable[[Any], Awaitable[None]] | None = None
+    control: Callable[[bytes], Awaitable[bool]] | None = None  # True: handled, ack it
+    restore_before: Any = None
+    checkpoint_s: float = 30.0
+    flush_rows: int = 5000
+    flush_s: float = 0.2
+    idle_s: float = 0.2
+    held: dict[tuple[int, int], Any] = field(default_factory=dict)
+    owned: set[int] = field(default_factory=set)
+    stopping: bool = False
+
+    def __post_init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._stream: faust.StreamT | None = None
+        self._last_flush = time.monotonic()
+        self._checkpoints = ClickHouseSink(
+            self.store, f"{self.database}.checkpoints", CHECKPOINT_COLUMNS
+        )
+
+    @property
+    def topic_name(self) -> str:
+        return self.topic.get_topic_name()
+
+    async def flush(self) -> None:
+        """Write what the stage has drained, then ack the messages it is done with."""
+        async with self._lock:
+            out = self.stage.drain()
+            if not (out.rows or out.episodes or out.tokens or getattr(out, "drift", None)):
+                return
+            self.to_sinks(out)
+            table = self.sinks[0].table.rsplit(".", 1)[-1]  # the outage is named by its table
+            await write_with_retry(self._write, self.stats, table)
+            self.stats.add(f"{self.name}.points_written", out.rows)
+            if self.after_write:
+                await self.after_write(out)
+            for tok in out.tokens:
+                ev = self.held.pop(tok, None)
+                if ev is not None and self._stream is not None:
+                    await self._stream.ack(ev)
+            self._last_flush = time.monotonic()
+
+    def _write(self) -> None:
+        for sink in self.sinks:
+            sink.flush()
+
+    async def checkpoint(self) -> None:
+        """Save the state scored since the last checkpoint (its rows are written already)."""
+        async with self._lock:
+            now_ms = int(time.time() * 1000)
+            parts = self.partition_map()
+            for key, state in self.stage.snapshot().items():
+                self._checkpoints.add([now_ms, self.topic_name, parts[key], key, state])
+            n = len(self._checkpoints)
+            await write_with_retry(self._checkpoints.flush, self.stats, "checkpoints")
+            self.stats.add(f"{self.name}.checkpointed", n)
+
+    async def _assigned(self, sender: object, assigned: set[Any], **kw: Any) -> None:
+        parts = {tp.partition for tp in assigned if tp.topic == self.topic_name}
+        if not parts:
+            return
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            states = await loop.run_in_executor(
+                None,
+                load_checkpoints,
+                self.store,
+                self.database,
+                self.topic_name,
+                parts,
+                self.restore_before,
+            )
+            self.drop(parts)  # anything built while the partitions were not ours
+            self.stage.restore(states)
+            self.owned.update(parts)
+        self.stats.add(f"{self.name}.restored", len(states))
+        log.info("%s: partitions %s assigned, %d states resumed", self.name, parts, len(states))
+
+    async def _revoked(self, sender: object, revoked: set[Any], **kw: Any) -> None:
+        parts = {tp.partition for tp in revoked if tp.topic == self.topic_name}
+        if not parts:
+            return
+        self.owned.difference_update(parts)
+        await self.flush()
+        await self.checkpoint()
+        async with self._lock:
+            self.drop(parts)
+            for tok in [k for k in self.held if k[0] in parts]:
+                del self.held[tok]
+
+    async def _before_stop(self) -> None:
+        """A graceful stop takes nothing more, writes what is done and checkpoints it, so the
+        next owner resumes exactly here."""
+        self.stopping = True
+        await self.flush()
+        await self.checkpoint()
+
+    async def _consume(self, stream: faust.StreamT) -> None:
+        self._stream = stream
+        async for ev in stream.noack().events():
+            msg = ev.message
+            if self.stopping or msg.partition not in self.owned:
+                continue  # not acked: whoever owns the partition (next) replays it
+            if self.control is not None and await self.control(ev.value):
+                await stream.ack(ev)
+                continue
+            tok = (msg.partition, msg.offset)
+            try:
+                args = self.decode(ev.value)
+            except Exception as e:  # noqa: BLE001 - only our own stages write these topics
+                log.error("%s: unreadable message %s: %s", self.name, tok, e)
+                self.stats.add(f"{self.name}.unreadable")
+                await stream.ack(ev)
+                continue
+            self.held[tok] = ev
+            t0 = time.perf_counter()
+            self.stage.add(*args, tok)
+            self.stats.add(f"{self.name}.busy_s", time.perf_counter() - t0)
+            if (
+                self.stage.buffered_rows >= self.flush_rows
+                or time.monotonic() - self._last_flush >= self.flush_s
+            ):
+                await self.flush()
+
+    async def _idle(self) -> None:
+        if self._stream is not None and not self.stopping:
+            self.stage.close_idle()
+            await self.flush()
+
+    async def _periodic_checkpoint(self) -> None:
+        if self._stream is not None:
+            await self.flush()
+            await self.checkpoint()
+
+    def install(self) -> StageRunner:
+        app = self.app
+        app.agent(self.topic, name=f"stormwatch.{self.name}")(self._consume)
+        app.timer(self.idle_s, name=f"stormwatch.{self.name}.idle")(self._idle)
+        app.timer(self.checkpoint_s, name=f"stormwatch.{self.name}.checkpoint")(
+            self._periodic_checkpoint
+        )
+        app.on_partitions_assigned.connect(self._assigned)
+        app.on_partitions_revoked.connect(self._revoked)
+        app.before_stop.append(self._before_stop)
+        return self
