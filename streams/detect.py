@@ -21,6 +21,7 @@ from typing import Any
 from detectors.base import Detector
 from detectors.episodes import Episode, EpisodeTracker, episode_id, severity
 from streams.series import AGG_LAST, AGG_RATE, Obs, Series
+from streams.tokens import TokenLedger
 
 DRIFT_COLUMNS = [
     "ts", "series_id", "kind", "name", "service", "labels", "detector", "detector_version",
@@ -105,8 +106,7 @@ class DetectStage:
         self.horizon_s = horizon_s
         self.series: dict[int, _SeriesState] = {}
         self.counters = Counters()
-        self._pending: dict[Hashable, int] = {}
-        self._ready: list[Hashable] = []
+        self._tokens = TokenLedger()
         self._points: list[list[Any]] = [[] for _ in POINT_COLUMNS]
         self._episodes: list[Episode] = []
         self._dirty: set[int] = set()  # series scored since the last snapshot
@@ -116,7 +116,7 @@ class DetectStage:
     # -- input ------------------------------------------------------------------------------
     def add(self, obs: Iterable[Obs], meta: dict[int, Series], token: Hashable) -> None:
         """Take one message's observations; `token` is released once their rows are out."""
-        self._pending[token] = self._pending.get(token, 0) + 1  # held while we work
+        self._tokens.hold(token)  # held while we work
         now = self.clock()
         touched: set[int] = set()
         for o in obs:
@@ -146,14 +146,14 @@ class DetectStage:
             w.n += 1
             if token not in w.tokens:
                 w.tokens.add(token)
-                self._pending[token] += 1
+                self._tokens.hold(token)
             if o.ts_ms > st.watermark:
                 st.watermark = o.ts_ms
             touched.add(o.series_id)
         for sid in touched:
             st = self.series[sid]
             self._close(st, st.watermark - self.lateness_ms)
-        self._release(token)
+        self._tokens.release(token)
 
     def close_idle(self) -> None:
         """Close windows of series that got nothing for a window plus the lateness (wall time)."""
@@ -166,9 +166,11 @@ class DetectStage:
     # -- output -----------------------------------------------------------------------------
     def drain(self) -> Output:
         """Rows and episodes produced so far, and the tokens safe to ack once they are written."""
-        out = Output(self._points, self._episodes, self._ready, self._drift, self._shadow)
+        out = Output(
+            self._points, self._episodes, self._tokens.take_ready(), self._drift, self._shadow
+        )
         self._points = [[] for _ in POINT_COLUMNS]
-        self._episodes, self._ready, self._drift, self._shadow = [], [], [], []
+        self._episodes, self._drift, self._shadow = [], [], []
         return out
 
     @property
@@ -192,8 +194,7 @@ class DetectStage:
         for sid in [s for s in self.series if s % partitions in parts]:
             del self.series[sid]
             self._dirty.discard(sid)
-        for tok in [t for t in self._pending if isinstance(t, tuple) and t[0] in parts]:
-            del self._pending[tok]
+        self._tokens.forget_where(lambda t: isinstance(t, tuple) and t[0] in parts)
 
     def snapshot(self) -> dict[int, str]:
         """State of every series scored since the last snapshot, for a checkpoint. Open windows
@@ -221,14 +222,6 @@ class DetectStage:
         return len(states)
 
     # -- internals --------------------------------------------------------------------------
-    def _release(self, token: Hashable) -> None:
-        left = self._pending[token] - 1
-        if left:
-            self._pending[token] = left
-        else:
-            del self._pending[token]
-            self._ready.append(token)
-
     def _close(self, st: _SeriesState, upto_ms: int) -> None:
         """Close, in time order, every open window that ends at or before `upto_ms`."""
         for start in sorted(st.windows):
@@ -243,7 +236,7 @@ class DetectStage:
             self._score(st, start, value, w.n)
             st.last_closed = start
             for t in w.tokens:
-                self._release(t)
+                self._tokens.release(t)
 
     def _score(self, st: _SeriesState, ts_ms: int, value: float, n: int) -> None:
         """Score with what the series' model learned before this point, then learn it."""

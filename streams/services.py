@@ -31,6 +31,7 @@ from detectors.episodes import Episode, EpisodeTracker, episode_id, severity
 from detectors.multivariate import ServiceModel
 from streams.detect import POINT_COLUMNS, Output
 from streams.series import Series, make_series, series_id
+from streams.tokens import TokenLedger
 
 MAX_LABEL = 48  # a label value longer than this is cut in a signal key (statements)
 MIN_Z = 3.0  # a contributor is at least this unusual on its own (robust z against its window)
@@ -180,8 +181,7 @@ class ServiceStage:
         self.clock = wall_clock
         self.services: dict[str, _ServiceState] = {}
         self.counters = ServiceCounters()
-        self._pending: dict[Hashable, int] = {}
-        self._ready: list[Hashable] = []
+        self._tokens = TokenLedger()
         self._points: list[list[Any]] = [[] for _ in POINT_COLUMNS]
         self._episodes: list[Episode] = []
         self._dirty: set[str] = set()
@@ -189,7 +189,7 @@ class ServiceStage:
     # -- input ------------------------------------------------------------------------------
     def add(self, records: Iterable[ServicePoint], token: Hashable) -> None:
         """Take one message's records; `token` is released once their buckets are out."""
-        self._pending[token] = self._pending.get(token, 0) + 1  # held while we work
+        self._tokens.hold(token)  # held while we work
         now = self.clock()
         touched: set[str] = set()
         for r in records:
@@ -214,13 +214,13 @@ class ServiceStage:
             b.values[r.signal] = (total + r.value, n + 1)
             if token not in b.tokens:
                 b.tokens.add(token)
-                self._pending[token] += 1
+                self._tokens.hold(token)
             st.watermark = max(st.watermark, r.ts_ms)
             touched.add(r.service)
         for svc in touched:
             st = self.services[svc]
             self._close(st, st.watermark - self.lateness_ms)
-        self._release(token)
+        self._tokens.release(token)
 
     def close_idle(self) -> None:
         """Close buckets of services that got nothing for a bucket plus the lateness (wall)."""
@@ -233,9 +233,9 @@ class ServiceStage:
     # -- output -----------------------------------------------------------------------------
     def drain(self) -> Output:
         """Rows and episodes produced so far, and the tokens safe to ack once they are written."""
-        out = Output(self._points, self._episodes, self._ready)
+        out = Output(self._points, self._episodes, self._tokens.take_ready())
         self._points = [[] for _ in POINT_COLUMNS]
-        self._episodes, self._ready = [], []
+        self._episodes = []
         return out
 
     @property
@@ -251,8 +251,7 @@ class ServiceStage:
             st = self.services.pop(svc)
             self._dirty.discard(svc)
             for b in st.buckets.values():
-                for tok in b.tokens:
-                    self._pending.pop(tok, None)
+                self._tokens.forget(b.tokens)
 
     def snapshot(self) -> dict[int, str]:
         """Service series id → state of every service scored since the last snapshot. Open
@@ -287,14 +286,6 @@ class ServiceStage:
             episodes=EpisodeTracker(high=self.threshold),
         )  # fmt: skip
 
-    def _release(self, token: Hashable) -> None:
-        left = self._pending.get(token, 0) - 1
-        if left > 0:
-            self._pending[token] = left
-        elif token in self._pending:
-            del self._pending[token]
-            self._ready.append(token)
-
     def _close(self, st: _ServiceState, upto_ms: int) -> None:
         """Close, in time order, every open bucket that ends at or before `upto_ms`."""
         for start in sorted(st.buckets):
@@ -306,7 +297,7 @@ class ServiceStage:
             self._score(st, start)
             st.last_closed = start
             for t in b.tokens:
-                self._release(t)
+                self._tokens.release(t)
 
     def _score(self, st: _ServiceState, start: int) -> None:
         """Score the bucket's vector with what the model learned before it, then learn it."""
