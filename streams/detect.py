@@ -20,6 +20,7 @@ from typing import Any
 
 from detectors.base import Detector
 from detectors.episodes import Episode, EpisodeTracker, episode_id, severity
+from detectors.forecast import LagForecaster
 from streams.series import AGG_LAST, AGG_RATE, Obs, Series
 from streams.tokens import TokenLedger
 
@@ -273,8 +274,6 @@ class DetectStage:
     def _forecast(self, st: _SeriesState, ts_ms: int, lag: float) -> None:
         """Predict a lag breach before it happens (the trigger for predictive scaling): an
         episode with the signal `predicted_breach`, open until the forecast falls back."""
-        from detectors.forecast import LagForecaster
-
         if st.forecaster is None:
             st.forecaster = LagForecaster(self.lag_threshold, horizon_s=self.horizon_s)
         fc = st.forecaster
