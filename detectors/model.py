@@ -7,20 +7,23 @@ per change, after which the detector re-baselines instead of flagging the new no
 forever; and an optional shadow detector's score, returned but never thresholded. Feedback
 labels change what is flagged from then on. The same object runs in the stream and in
 `stormwatch replay`; factories must pickle (e.g. `functools.partial(make_detector, name)`).
+`update_batch` does the same for one series' batch of points, compiled for the default
+detector (`model_core`).
 """
 
 from __future__ import annotations
 
 import math
-from array import array
 from collections.abc import Callable, Mapping
 from typing import Literal, NamedTuple
 
-from river import drift
+import numpy as np
 
 from detectors import DetectorsError
+from detectors import model_core as core
+from detectors import robust_core as rc
 from detectors.base import Band, Detector
-from detectors.calibrate import Z_AT_THRESHOLD, z_to_score
+from detectors.robust import RobustDetector
 
 Label = Literal["anomaly", "not_anomaly", "expected", "new_normal"]
 LABELS: tuple[str, ...] = ("anomaly", "not_anomaly", "expected", "new_normal")
@@ -45,16 +48,20 @@ class Verdict(NamedTuple):
     raw_score: float  # the deciding model's score before feedback
 
 
-def median_mad_band(values: array, z: float = Z_AT_THRESHOLD) -> tuple[float, float]:
-    """(median, scale) of recent values; the scale is 1.4826 MAD, floored for flat series."""
-    srt = sorted(values)
-    med = srt[len(srt) // 2]
-    mad = sorted(abs(v - med) for v in srt)[len(srt) // 2]
-    return med, max(1.4826 * mad, 0.001 * abs(med), 1e-9)
+class Verdicts(NamedTuple):
+    """One batch's verdicts as columns: what `update` says point by point."""
+
+    score: np.ndarray
+    band: np.ndarray  # (n, 3): expected, lower, upper
+    raw: np.ndarray
+    flags: np.ndarray  # core.FLAGGED | core.FALLBACK
+    drift: list[tuple[int, DriftEvent]]  # (index, event)
+    shadow: list[float | None] | None  # None without a shadow detector
 
 
 class SeriesModel:
-    """Active detector + drift + fallback + shadow + feedback for one series."""
+    """Active detector + drift + fallback + shadow + feedback for one series. The model's
+    state is `core`'s vector `m_` and the ring `rec_` of the last `window` raw values."""
 
     def __init__(
         self,
@@ -72,23 +79,22 @@ class SeriesModel:
             raise DetectorsError("window must be at least 5")
         self.make = make
         self.threshold = threshold
-        self.window = window
-        self.cooldown = cooldown
-        self.settle = settle
         self.detector_ = make()
         self.shadow_ = shadow() if shadow is not None else None
-        self.recent_ = array("d")  # last `window` raw values: fallback and drift "after"
-        self.mean_ = math.nan  # slow EW mean / variance of values: drift "before"
-        self.var_ = 0.0
-        self.level_ph_ = drift.PageHinkley(min_instances=20, threshold=40.0)
-        self.spread_ph_ = drift.PageHinkley(min_instances=20, threshold=40.0, mode="up")
-        self.since_drift_ = cooldown
-        self.pending_ = ""  # a drift seen, confirmed `settle` points later with "after" stats
-        self.pending_n_ = 0
-        self.flag_run_ = 0  # flagged points in a row (the candidate new normal)
-        self.tolerance_ = 0.0  # deviations (in half-band widths) feedback declared normal
-        self.last_flag_ = 0.0  # deviation of the last flagged point, for feedback
+        m = self.m_ = np.zeros(core.SIZE)
+        m[core.THRESH], m[core.WIN], m[core.COOLDOWN], m[core.SETTLE] = (
+            threshold, window, cooldown, settle,
+        )  # fmt: skip
+        m[core.MEAN] = math.nan  # slow EW mean / variance of values: a drift's "before"
+        m[core.SINCE_DRIFT] = cooldown
+        core.reset_drift_tests(m)
+        self.rec_ = np.zeros(window)
         self.errors_ = 0
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        if "m_" not in state:
+            raise DetectorsError("a SeriesModel saved by an older release (no state vector)")
+        self.__dict__.update(state)
 
     @property
     def name(self) -> str:
@@ -98,18 +104,11 @@ class SeriesModel:
     def version(self) -> str:
         return self.detector_.version
 
-    # -- scoring ------------------------------------------------------------------------------
-    def _fallback(self, y: float) -> tuple[float, Band]:
-        n = len(self.recent_)
-        if n < 8:
-            return 0.0, Band(math.nan, -math.inf, math.inf)  # nothing to expect yet
-        med, scale = median_mad_band(self.recent_)
-        # A MAD from a few points is itself uncertain: widen the band for small samples
-        # (x1.9 at 8 points, x1.3 at 32) so a cold start does not cry wolf.
-        scale *= math.sqrt(1.0 + 20.0 / n)
-        w = Z_AT_THRESHOLD * scale
-        return z_to_score((y - med) / scale), Band(med, med - w, med + w)
+    @property
+    def settle(self) -> int:
+        return int(self.m_[core.SETTLE])
 
+    # -- scoring ------------------------------------------------------------------------------
     def update(self, x: Mapping[str, float]) -> Verdict:
         """Score `x` with what was learned before it, then learn it."""
         y = x["y"]
@@ -124,7 +123,8 @@ class SeriesModel:
             fallback = True
             self.detector_ = self.make()
         if fallback:
-            score, band = self._fallback(y)
+            score, *b = core.fallback(self.m_, self.rec_, y)
+            band = Band(*b)
         shadow = None
         if self.shadow_ is not None:
             try:
@@ -132,75 +132,68 @@ class SeriesModel:
                 self.shadow_.learn_one(x)
             except Exception:  # noqa: BLE001 (a shadow must never hurt the active path)
                 shadow = None
-        half = (band.upper - band.expected) if math.isfinite(band.upper) else math.inf
-        dev = abs(y - band.expected) / half if half > 0 else 0.0
         raw = score
-        if raw >= self.threshold and dev <= self.tolerance_:
-            score = min(raw, self.threshold - 0.01)  # a pattern labelled normal: never alerts
-        flagged = score >= self.threshold
-        self.flag_run_ = self.flag_run_ + 1 if raw >= self.threshold else 0
-        if flagged:
-            self.last_flag_ = max(self.last_flag_, dev) if self.last_flag_ else dev
-        event = self._learn(x, y, band, fallback, quiet=raw < 0.6)
-        return Verdict(score, band, flagged, event, fallback, shadow, raw)
-
-    def _learn(
-        self, x: Mapping[str, float], y: float, band: Band, fallback: bool, *, quiet: bool
-    ) -> DriftEvent | None:
+        score = core.judge(self.m_, y, raw, band.expected, band.upper)
         try:
             self.detector_.learn_one(x)
         except Exception:  # noqa: BLE001
             self.errors_ += 1
             self.detector_ = self.make()
-        if y != y:
-            return None
-        rec = self.recent_
-        rec.append(y)
-        if len(rec) > self.window:
-            del rec[0]
-        self.since_drift_ += 1
-        event = None
-        if not fallback and math.isfinite(band.upper) and band.upper > band.expected:
-            z = (y - band.expected) / ((band.upper - band.expected) / Z_AT_THRESHOLD)
-            z = max(-10.0, min(10.0, z))
-            self.level_ph_.update(z)
-            self.spread_ph_.update(abs(z))
-            hit = "level" if self.level_ph_.drift_detected else None
-            hit = hit or ("variance" if self.spread_ph_.drift_detected else None)
-            if hit and not self.pending_ and self.since_drift_ >= self.cooldown:
-                self.pending_, self.pending_n_ = hit, 0
-        if self.pending_:
-            self.pending_n_ += 1
-            if self.pending_n_ >= self.settle:
-                event = self._drift(self.pending_)
-                self.pending_ = ""
-            return event
-        if quiet:  # the "before" statistics learn only from unremarkable points
-            if self.mean_ != self.mean_:
-                self.mean_ = y
-            d = y - self.mean_
-            self.mean_ += 0.02 * d
-            self.var_ = 0.98 * (self.var_ + 0.02 * d * d)
-        return event
+        kind = core.learn(self.m_, self.rec_, y, band.expected, band.upper, fallback, raw < 0.6)
+        event = self._drift(core.KINDS[kind]) if kind else None
+        return Verdict(score, band, score >= self.threshold, event, fallback, shadow, raw)
+
+    def update_batch(self, ts: np.ndarray, ys: np.ndarray) -> Verdicts:
+        """`update` over one series' points (float64 arrays, time order), as columns. With the
+        robust detector and no shadow the batch runs compiled; the object takes only the
+        points where something rare is due (a period search, a drift event)."""
+        n = len(ys)
+        score, band, raw = np.empty(n), np.empty((n, 3)), np.empty(n)
+        flags = np.zeros(n, np.int8)
+        drift: list[tuple[int, DriftEvent]] = []
+        shadow: list[float | None] | None = None if self.shadow_ is None else []
+        j = 0
+        while j < n:
+            det = self.detector_
+            if shadow is None and isinstance(det, RobustDetector):
+                j, what = core.run(
+                    det.st_, det.season_, det.rec_, det.buf_, det.more_, self.m_, self.rec_,
+                    ts, ys, j, score, band, raw, flags,
+                )  # fmt: skip
+                if what == core.DONE:
+                    break
+                if what == core.GROW:
+                    det.grow()
+                    continue
+            v = self.update({"y": float(ys[j]), "t": float(ts[j])})
+            score[j], band[j], raw[j] = v.score, v.band, v.raw_score
+            flags[j] = (core.FLAGGED if v.is_anomaly else 0) | (core.FALLBACK if v.fallback else 0)
+            if v.drift is not None:
+                drift.append((j, v.drift))
+            if shadow is not None:
+                shadow.append(v.shadow_score)
+            j += 1
+        return Verdicts(score, band, raw, flags, drift, shadow)
 
     def _drift(self, kind: str) -> DriftEvent:
-        tail = self.recent_[-self.settle :]
+        m, settle = self.m_, self.settle
+        tail = rc.ring_last(self.rec_, m, core.REC_N, core.REC_HEAD, settle).tolist()
         after_mean = sum(tail) / len(tail)
         after_std = math.sqrt(sum((v - after_mean) ** 2 for v in tail) / len(tail))
-        before_std = math.sqrt(self.var_)
+        before_mean, before_std = float(m[core.MEAN]), math.sqrt(m[core.VAR])
         ev = DriftEvent(
-            kind, self.mean_, after_mean, before_std, after_std,
-            f"{kind} shift: mean {self.mean_:.4g} -> {after_mean:.4g}, "
+            kind, before_mean, after_mean, before_std, after_std,
+            f"{kind} shift: mean {before_mean:.4g} -> {after_mean:.4g}, "
             f"std {before_std:.4g} -> {after_std:.4g}; the detector re-baselined",
         )  # fmt: skip
-        self.mean_, self.var_ = after_mean, after_std**2
-        self.since_drift_ = 0
-        if self.flag_run_ >= self.settle:
+        m[core.MEAN], m[core.VAR] = after_mean, after_std**2
+        m[core.SINCE_DRIFT] = 0
+        if m[core.FLAG_RUN] >= settle:
             # still alarming once settled: the new normal. A change the detector already
             # follows (no alarm now) is left to it: re-basing mid-drift would hide the drift.
-            self._rebaseline(self.settle)
+            self._rebaseline(settle)
         else:
-            self._reset_ph()
+            core.reset_drift_tests(m)
         return ev
 
     def _rebaseline(self, last: int) -> None:
@@ -210,11 +203,7 @@ class SeriesModel:
             reb(last)
         else:  # a detector that cannot re-baseline starts afresh; the fallback covers it
             self.detector_ = self.make()
-        self._reset_ph()
-
-    def _reset_ph(self) -> None:
-        self.level_ph_ = drift.PageHinkley(min_instances=20, threshold=40.0)
-        self.spread_ph_ = drift.PageHinkley(min_instances=20, threshold=40.0, mode="up")
+        core.reset_drift_tests(self.m_)
 
     # -- feedback -----------------------------------------------------------------------------
     def apply_feedback(self, label: str) -> None:
@@ -222,11 +211,12 @@ class SeriesModel:
         flagged one stop alerting; anomaly: undo that; new_normal: re-baseline now."""
         if label not in LABELS:
             raise DetectorsError(f"unknown label {label!r}; use one of {', '.join(LABELS)}")
+        m = self.m_
         if label in ("not_anomaly", "expected"):
-            self.tolerance_ = max(self.tolerance_, self.last_flag_ * 1.1)
+            m[core.TOLERANCE] = max(m[core.TOLERANCE], m[core.LAST_FLAG] * 1.1)
         elif label == "anomaly":
-            self.tolerance_ = 0.0
+            m[core.TOLERANCE] = 0.0
         else:
-            self._rebaseline(max(3, self.flag_run_))
-            self.since_drift_ = 0
-        self.last_flag_ = 0.0
+            self._rebaseline(max(3, int(m[core.FLAG_RUN])))
+            m[core.SINCE_DRIFT] = 0
+        m[core.LAST_FLAG] = 0.0

@@ -1,0 +1,475 @@
+"""The robust detector's per-point arithmetic, compiled, on flat state arrays.
+
+Why: in Python the detector costs ~8 µs a point, more than the machine's whole raw path
+(consume, decode, insert: ~5.5 µs). The same arithmetic compiled with numba costs a fraction
+of a microsecond, and a batch of one series' points runs in one call (`model_core.run`).
+`RobustDetector` (robust.py) keeps the object API, pickling and the rare steps (finding and
+re-fitting the cycle length, with numpy's FFT); every per-point step lives here, once, and
+both the object API and the batch kernel call it.
+
+State: one float64 vector per series (indices below), the seasonal profile, a ring of the
+last `window` deseasonalised values, and float32 buffers for the period search.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from detectors import calibrate
+from detectors.calibrate import Z_AT_THRESHOLD
+
+SQRT_HALF_PI = 1.2533  # mean absolute deviation → standard deviation for Gaussian noise
+GAUSS_TAIL3 = 0.0027  # P(|z| > 3) for Gaussian noise
+GAUSS_TAIL2 = 0.0455  # P(|z| > 2) for Gaussian noise
+SQRT2 = math.sqrt(2.0)
+LONE = 1.2
+REFINE_CYCLES = 6  # a found cycle length is re-fitted once this many cycles are in
+MID_RATE = 0.08  # the slower residual average: about 25 points
+MID_N = (2 - MID_RATE) / MID_RATE  # its effective number of points
+DETECT_AT = (48, 72, 96, 144, 192, 288, 384, 576, 768)  # points at which a period is looked for
+
+z_to_score = njit(cache=True)(calibrate.z_to_score)
+tail_to_z = njit(cache=True)(calibrate.tail_to_z)
+
+# -- state vector layout ------------------------------------------------------------------
+# parameters
+ALPHA, WARMUP, ADAPT, REL_FLOOR, WINDOW, ZSUS, MAXP, PERIOD_PARAM = range(8)  # -1: find it
+# learned
+N, LEVEL, SLOW, DEV, SHORT, SHORT_DEV, QUIET, MID, MID_DEV, VAR, VAR_MEAN = range(8, 19)
+LAG1, SQ, DRIFT_DEV, SINCE, PERIOD, SEEN, RATIO, POS, RUN, LAST_Y, LAST_R = range(19, 30)
+BURST, TAIL, SAME, SAME_RATE, JUMP, LAST_T, STEP, TF, TFL, M, U0 = range(30, 41)
+REC_N, REC_HEAD, BUF0, NBUF, NMORE = range(41, 46)  # NBUF / NMORE -1: not buffering
+SIZE = 46
+
+# what `buffer_append` says
+BUF_OFF, BUF_KEPT, BUF_SEARCH = 0, 1, 2
+
+
+@njit(cache=True)
+def reset(st: np.ndarray, period: int, ratio: float) -> None:
+    """Learned statistics back to their priors (the profile is the caller's, zeroed)."""
+    st[N] = 0.0
+    st[LEVEL] = st[SLOW] = st[DEV] = st[SHORT] = 0.0
+    st[SHORT_DEV] = 0.3  # EW mean |short| (prior: white residuals)
+    st[QUIET] = 0.0
+    st[MID] = 0.0
+    st[MID_DEV] = 0.16
+    st[VAR] = st[VAR_MEAN] = GAUSS_TAIL2  # EW rate of residuals beyond 2 scales, its mean
+    st[LAG1] = 0.0  # EW mean of clipped residual x previous residual, in scales
+    st[SQ] = 1.0  # EW mean of clipped squared residual
+    st[DRIFT_DEV] = 0.0
+    st[SINCE] = 0.0
+    st[PERIOD] = period
+    st[SEEN] = 0.0
+    st[RATIO] = ratio  # slots per point: a cycle of 95.6 points fills 96 slots
+    st[POS] = 0.0
+    st[RUN] = 0.0
+    st[LAST_Y] = math.nan
+    st[LAST_R] = 0.0
+    st[BURST] = 0.0
+    st[TAIL] = GAUSS_TAIL3
+    st[SAME] = 0.0
+    st[SAME_RATE] = 0.5
+    st[JUMP] = 0.0
+    st[LAST_T] = math.nan
+    st[STEP] = math.inf
+    st[REC_N] = st[REC_HEAD] = 0.0
+    derive(st)
+
+
+@njit(cache=True)
+def derive(st: np.ndarray) -> None:
+    """What the evidence derives from slowly learned statistics (once per learned point)."""
+    f = min(2.0, max(1.0, (st[TAIL] / GAUSS_TAIL3) ** 0.25))  # heavier tails than Gaussian
+    st[TF] = f
+    st[TFL] = f**LONE
+    # clustered residuals (a random walk) hold fewer independent points: the usual
+    # (1 - rho) / (1 + rho) effective-size correction of the wide-point count
+    rho = min(0.95, max(0.0, st[LAG1] / st[SQ])) if st[SQ] > 0 else 0.0
+    m = MID_N * (1 - rho) / (1 + rho)
+    st[M] = m
+    st[U0] = math.sqrt(m * st[VAR_MEAN] + 0.375)
+
+
+@njit(cache=True)
+def scale(st: np.ndarray) -> float:
+    # half a typical step: a sparse series (mostly 0, now and then one error) moves in steps,
+    # and one ordinary step is not an anomaly however small its usual noise
+    s = SQRT_HALF_PI * st[DEV]
+    j = 0.5 * st[JUMP]
+    f = st[REL_FLOOR] * abs(st[LEVEL])
+    s = s if s > j else j
+    s = s if s > f else f
+    return s if s > 1e-9 else 1e-9
+
+
+@njit(cache=True)
+def phase_of(st: np.ndarray, t: float) -> float:
+    """The cycle position of a point at time t, skipping the slots of missing points."""
+    period = st[PERIOD]
+    if not period:
+        return 0.0
+    dt = t - st[LAST_T]
+    step = st[STEP]
+    skip = 0
+    if dt > 1.5 * step and math.isfinite(step):
+        skip = min(int(round(dt / step)) - 1, 10 * int(period))
+    return (st[POS] + skip * st[RATIO]) % period
+
+
+@njit(cache=True)
+def evidence(st: np.ndarray, season: np.ndarray, y: float, t: float) -> tuple:  # type: ignore[type-arg]
+    """(z point, z shift, z mid, z var, z drift, z stuck, short, mid, var, r) for y at t,
+    without learning it."""
+    s = scale(st)
+    if st[PERIOD]:
+        r = (y - st[LEVEL] - season[int(phase_of(st, t))]) / s
+    else:
+        r = (y - st[LEVEL]) / s
+    ar = -r if r < 0 else r
+    # heavy tails widen the band for a lone point; two wide residuals in a row on the same
+    # side are far rarer than one twice as wide there, so a short burst needs less
+    z_point = ar / st[TFL]
+    lr = st[LAST_R]
+    if r * lr > 0:
+        z_point = max(z_point, SQRT2 * min(ar, abs(lr)) / st[TF])
+    short0, mid0, var0 = st[SHORT], st[MID], st[VAR]
+    if st[BURST] and z_point < st[ZSUS]:
+        # a burst the point test flagged is over: the averages it filled have been reported
+        # already and must not hold the alarm open after it
+        short0, mid0, var0 = 0.0, 0.0, st[VAR_MEAN]
+    psi = -3.0 if r < -3.0 else (3.0 if r > 3.0 else r)  # one point: a nudge at most
+    short = 0.75 * short0 + 0.25 * psi
+    z_shift = abs(short) / max(SQRT_HALF_PI * st[SHORT_DEV], 0.3)
+    b = MID_RATE
+    mid = (1 - b) * mid0 + b * psi
+    z_mid = abs(mid) / max(SQRT_HALF_PI * st[MID_DEV], 0.15)
+    # the rate of wide points (beyond 2 scales) as a count over the average's ~24
+    # (independent) points on the variance-stabilised (Anscombe) scale
+    var = (1 - b) * var0 + (b if ar > 2.0 else 0.0)
+    z_var = 2 * (math.sqrt(st[M] * var + 0.375) - st[U0])
+    z_drift = abs(st[LEVEL] - st[SLOW]) / s / max(SQRT_HALF_PI * st[DRIFT_DEV], 0.35)
+    z_stuck = 0.0
+    if y == st[LAST_Y] and st[DEV] > 0:
+        run = st[SAME] + 1
+        if run >= 5:
+            z_stuck = tail_to_z(run * math.log(max(st[SAME_RATE], 1e-4)))
+    return z_point, z_shift, z_mid, z_var, z_drift, z_stuck, short, mid, var, r
+
+
+@njit(cache=True)
+def score(st: np.ndarray, season: np.ndarray, y: float, t: float) -> float:
+    if st[N] < st[WARMUP] or y != y:
+        return 0.0
+    ev = evidence(st, season, y, t)
+    return z_to_score(max(ev[0], ev[1], ev[2], ev[3], ev[4], ev[5]))
+
+
+@njit(cache=True)
+def band(st: np.ndarray, season: np.ndarray) -> tuple[float, float, float]:
+    """(expected, lower, upper) for the next point; infinite while warming up."""
+    if st[N] < st[WARMUP]:
+        return st[LEVEL], -math.inf, math.inf
+    e = st[LEVEL] + (season[int(st[POS])] if st[PERIOD] else 0.0)
+    w = Z_AT_THRESHOLD * scale(st) * st[TFL]  # what a lone point must exceed
+    return e, e - w, e + w
+
+
+@njit(cache=True)
+def ring_push(ring: np.ndarray, st: np.ndarray, n_at: int, head_at: int, v: float) -> None:
+    """Append to a ring of the last len(ring) values (count and head kept in st)."""
+    size = ring.shape[0]
+    h = int(st[head_at])
+    ring[h] = v
+    st[head_at] = (h + 1) % size
+    if st[n_at] < size:
+        st[n_at] += 1
+
+
+@njit(cache=True)
+def ring_last(ring: np.ndarray, st: np.ndarray, n_at: int, head_at: int, k: int) -> np.ndarray:
+    """The last k values pushed (all if k <= 0 or more than held), oldest first."""
+    n = int(st[n_at])
+    if k <= 0 or k > n:
+        k = n
+    size = ring.shape[0]
+    h = int(st[head_at])
+    out = np.empty(k)
+    for i in range(k):
+        out[i] = ring[(h - k + i) % size]
+    return out
+
+
+@njit(cache=True)
+def rebaseline(st: np.ndarray, rec: np.ndarray, last: int) -> None:
+    """Take the `last` recent points (0: all kept) as the new normal."""
+    vals = np.sort(ring_last(rec, st, REC_N, REC_HEAD, max(3, last) if last else 0))
+    if vals.shape[0] == 0:
+        return
+    med = vals[vals.shape[0] // 2]
+    mad = 0.0
+    for v in vals:
+        mad += abs(v - med)
+    mad /= vals.shape[0]
+    st[LEVEL] = st[SLOW] = med
+    st[DEV] = max(0.75 * st[DEV], mad)  # a run of stuck values is not a quiet series
+    st[SHORT] = st[MID] = 0.0
+    st[SINCE] = 0.0
+    st[VAR] = st[VAR_MEAN]
+    st[RUN] = 0.0
+
+
+@njit(cache=True)
+def buffer_append(st: np.ndarray, buf: np.ndarray, y: float) -> int:
+    """Keep y for the period search (the caller made room). BUF_SEARCH: search now."""
+    nb = int(st[NBUF])
+    if nb < 0:
+        return BUF_OFF
+    if st[BUF0] != st[BUF0]:
+        st[BUF0] = y
+    buf[nb] = y - st[BUF0]  # float32 offsets: no detail lost on series far from zero
+    n = nb + 1
+    st[NBUF] = n
+    return BUF_SEARCH if search_due(st, n) else BUF_KEPT
+
+
+@njit(cache=True)
+def search_due(st: np.ndarray, n: int) -> bool:
+    """Whether the buffer, at n points, is due a period search."""
+    given = st[PERIOD_PARAM]
+    if given > 0:
+        return n == 2 * given
+    if n >= 3 * st[MAXP]:
+        return True
+    for k in DETECT_AT:
+        if n == k:
+            return True
+    return False
+
+
+@njit(cache=True)
+def learn(st: np.ndarray, season: np.ndarray, rec: np.ndarray, y: float, t: float) -> bool:
+    """Learn y at t; False if it was held back as anomalous. The evidence is the one its
+    score saw (before this point's time moved the clock)."""
+    n = int(st[N])
+    period = st[PERIOD]
+    warm = n >= st[WARMUP]
+    if n == 0:
+        st[LEVEL] = st[SLOW] = y - (season[0] if period else 0.0)
+    z_point = z_shift = z_mid = z_var = z_drift = z_stuck = r = 0.0
+    if warm:
+        z_point, z_shift, z_mid, z_var, z_drift, z_stuck, short, mid, var, r = evidence(
+            st, season, y, t
+        )
+    else:
+        short, mid, var = 0.0, 0.0, st[VAR]
+    pos = phase_of(st, t) if period else 0.0
+    phase = int(pos)
+    if t == t:
+        dt = t - st[LAST_T]
+        if dt > 0:
+            st[STEP] = min(st[STEP], dt)
+        st[LAST_T] = t
+    anomalous = drifted = False
+    prev_r = st[LAST_R]
+    if warm:
+        # the drift gap says the baseline moved, not that this point is an outlier: the point
+        # is learned (or a slow drift freezes the baseline until it is re-based)
+        zs = st[ZSUS]
+        anomalous = z_point >= zs or z_shift >= zs or z_mid >= zs or z_var >= zs
+        anomalous = anomalous or z_stuck >= zs
+        drifted = z_drift >= Z_AT_THRESHOLD
+        st[BURST] = 1.0 if z_point >= zs else 0.0
+        st[LAST_R] = r
+    # the evidence accumulates through an anomaly; what is normal for it learns quietly
+    st[SHORT], st[MID], st[VAR] = short, mid, var
+    # identical-values statistics (a stuck sensor)
+    last_y = st[LAST_Y]
+    same = y == last_y
+    st[SAME] = st[SAME] + 1 if same else 0.0
+    if not anomalous:
+        st[SAME_RATE] += 0.01 * ((1.0 if same else 0.0) - st[SAME_RATE])
+        if not same and last_y == last_y:
+            step = abs(y - last_y)
+            st[JUMP] += (0.02 if st[JUMP] else 1.0) * (step - st[JUMP])
+    st[LAST_Y] = y
+    season_v = season[phase] if period else 0.0
+    ring_push(rec, st, REC_N, REC_HEAD, y - season_v)
+    st[N] = n + 1
+    if period:
+        st[POS] = (pos + st[RATIO]) % period
+    if not warm:
+        # warm-up: robust statistics of the recent points stand in
+        srt = np.sort(ring_last(rec, st, REC_N, REC_HEAD, 0))
+        med = srt[srt.shape[0] // 2]
+        d = 0.0
+        for v in srt:
+            d += abs(v - med)
+        st[LEVEL] = st[SLOW] = med
+        st[DEV] = d / srt.shape[0]
+        return True
+    s = scale(st)
+    if drifted:
+        # a drift flagged once is acknowledged: the recent points are the new normal, and a
+        # drift that goes on is flagged again only after as large a further move
+        rebaseline(st, rec, 0)
+        return False
+    a = st[ALPHA]
+    if anomalous:
+        # not learned (it must not poison the baseline) except, clipped, by the noise scale:
+        # a lasting variance change then widens the band instead of alerting forever
+        st[DEV] += 0.1 * a * (3.0 * s - st[DEV])
+        st[RUN] += 1
+        if st[RUN] >= st[ADAPT]:
+            rebaseline(st, rec, 0)
+        return False
+    st[RUN] = 0.0
+    r = y - st[LEVEL] - season_v
+    ar = -r if r < 0 else r
+    c = 3.0 * s
+    rc = -c if r < -c else (c if r > c else r)  # Huber: a big residual moves it like 3 sigma
+    level = st[LEVEL] + a * rc
+    st[LEVEL] = level
+    # the slow level averages everything since the last re-baseline (so one noisy median is
+    # not a reference a drift is measured from), then forgets over ~200 points
+    since = st[SINCE] + 1
+    st[SINCE] = since
+    k = 1.0 / (since + 1)
+    k = k if k > 0.1 * a else 0.1 * a
+    slow = st[SLOW] + k * (level - st[SLOW])
+    st[SLOW] = slow
+    if not same or st[SAME_RATE] > 0.2:  # a repeated value says nothing of the noise
+        st[DEV] += 0.2 * a * ((ar if ar < 4.0 * s else 4.0 * s) - st[DEV])
+    st[TAIL] += 0.1 * a * ((1.0 if ar > c else 0.0) - st[TAIL])
+    # what is normal for the evidence: the mean of what was seen so far, then EW means (a
+    # cold start must not judge a series by the white-noise prior for a hundred points)
+    q = st[QUIET] + 1
+    st[QUIET] = q
+    w = 1.0 / (q + 1)
+    w5 = w if w > 0.5 * a else 0.5 * a
+    w2 = w if w > 0.2 * a else 0.2 * a
+    st[SHORT_DEV] += w5 * (abs(short) - st[SHORT_DEV])
+    st[MID_DEV] += w5 * (abs(mid) - st[MID_DEV])
+    wide = 1.0 if ar > 2.0 * s else 0.0
+    wv = 1.0 / (q + 20)
+    st[VAR_MEAN] += (wv if wv > 0.2 * a else 0.2 * a) * (wide - st[VAR_MEAN])
+    rs = r / s
+    rs = -3.0 if rs < -3.0 else (3.0 if rs > 3.0 else rs)
+    pr = -3.0 if prev_r < -3.0 else (3.0 if prev_r > 3.0 else prev_r)
+    st[LAG1] += w2 * (rs * pr - st[LAG1])
+    st[SQ] += w2 * (rs * rs - st[SQ])
+    derive(st)
+    dd = st[DRIFT_DEV]  # clipped, so a slow drift cannot teach it that drifting is normal
+    gap = abs(level - slow) / s
+    cap = 2 * dd + 0.1
+    st[DRIFT_DEV] = dd + 0.1 * a * ((gap if gap < cap else cap) - dd)
+    if period:
+        g = 1.0 / (1 + st[SEEN] // period)
+        g = g if g > 0.1 else 0.1
+        d = y - level - season_v
+        season[phase] += g * (-c if d < -c else (c if d > c else d))
+        st[SEEN] += 1
+    return True
+
+
+@njit(cache=True)
+def learn_many(st: np.ndarray, season: np.ndarray, rec: np.ndarray, ys: np.ndarray) -> None:
+    """Learn values without timestamps (the buffer replayed once a cycle is found)."""
+    for y in ys:
+        learn(st, season, rec, y, math.nan)
+
+
+# what `learn_point` says
+LEARN_DONE, LEARN_SEARCH, LEARN_REFINE = 0, 1, 2
+
+
+@njit(cache=True)
+def learn_point(
+    st: np.ndarray, season: np.ndarray, rec: np.ndarray, buf: np.ndarray, more: np.ndarray,
+    y: float, t: float, searched: bool,
+) -> int:  # fmt: skip
+    """Everything `learn_one` does for a finite y except the period search and re-fit, which
+    it asks for: LEARN_SEARCH (y is buffered, nothing else done) or LEARN_REFINE (y is
+    learned; the re-fit buffer is full). `searched`: the search for y has been done."""
+    if not searched and buffer_append(st, buf, y) == BUF_SEARCH:
+        return LEARN_SEARCH
+    if st[NMORE] >= 0 and t - st[LAST_T] > 1.5 * st[STEP]:
+        st[NMORE] = -1  # a gap: buffer positions no longer match the cycle
+    normal = learn(st, season, rec, y, t)
+    nm = int(st[NMORE])
+    if nm >= 0:
+        more[nm] = (y - st[BUF0]) if normal else math.nan  # anomalies don't shape the re-fit
+        st[NMORE] = nm + 1
+        if nm + 1 >= REFINE_CYCLES * st[PERIOD]:
+            return LEARN_REFINE
+    return LEARN_DONE
+
+
+# what `needs_python` says
+PY_NONE, PY_GROW, PY_POINT = 0, 1, 2
+
+
+@njit(cache=True)
+def needs_python(st: np.ndarray, buf: np.ndarray, y: float, t: float) -> int:
+    """Whether learning y at t needs the object: PY_GROW (the search buffer is full) or PY_POINT (a
+    period search or re-fit is due). Checked before anything of the point is done."""
+    if y != y or math.isinf(y):
+        return PY_NONE
+    nb = int(st[NBUF])
+    if nb >= 0:
+        if nb >= buf.shape[0]:
+            return PY_GROW
+        if search_due(st, nb + 1):
+            return PY_POINT
+    nm = st[NMORE]
+    if nm >= 0 and not (t - st[LAST_T] > 1.5 * st[STEP]) and nm + 1 >= REFINE_CYCLES * st[PERIOD]:
+        return PY_POINT
+    return PY_NONE
+
+
+@njit(cache=True)
+def mismatch(x: np.ndarray, p: int) -> float:
+    """How badly the series repeats itself every p points: the spread of differences between
+    points one and more cycles apart (a length one point off leaves k points of slide at k
+    cycles). Unlike the autocorrelation it has no edge effects, and a trend adds the same to
+    every difference, which the variance ignores. Compiled: the period search tries dozens of
+    lengths, each over every multiple."""
+    n = x.shape[0]
+    total = 0.0
+    for k in range(p, n - p // 2, p):
+        d = x[k:] - x[:-k]
+        med = np.median(d)
+        lim = 4 * 1.4826 * np.median(np.abs(d - med)) + 1e-12
+        total += np.var(np.minimum(np.maximum(d, med - lim), med + lim))  # an anomaly is one point
+    return total
+
+
+@njit(cache=True)
+def prepared(x: np.ndarray) -> np.ndarray:
+    """The period search's view of a buffer (x is changed): gaps filled, trend removed,
+    outliers clipped. Compiled: it runs at every search, dozens of times a series."""
+    n = x.shape[0]
+    last = 0
+    for i in range(n):  # held-back points: the last kept value stands in
+        if x[i] == x[i]:
+            last = i
+        x[i] = x[last]
+    kept = x[~np.isnan(x)]
+    fill = np.median(kept) if kept.shape[0] else 0.0
+    for i in range(n):
+        if x[i] != x[i]:
+            x[i] = fill
+    mi, mx = (n - 1) / 2.0, x.mean()  # a trend is not a cycle: least-squares line out
+    sxy = sxx = 0.0
+    for i in range(n):
+        sxy += (i - mi) * (x[i] - mx)
+        sxx += (i - mi) * (i - mi)
+    slope = sxy / sxx if sxx > 0 else 0.0
+    for i in range(n):
+        x[i] -= mx + slope * (i - mi)
+    med = np.median(x)
+    lim = 5 * 1.4826 * np.median(np.abs(x - med)) + 1e-12
+    return np.minimum(np.maximum(x, med - lim), med + lim)  # nor is a burst of outliers

@@ -1,0 +1,69 @@
+"""The compiled model core against its references: river's Page-Hinkley test, and the
+per-point `SeriesModel.update` that the batch kernel must reproduce exactly."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+from river import drift
+
+from benchmarks.suite import make_suite
+from detectors import model_core as core
+from detectors.model import SeriesModel
+from detectors.registry import make_detector
+
+
+@pytest.mark.parametrize("mode", ["both", "up"])
+def test_page_hinkley_flags_the_points_rivers_does(mode: str) -> None:
+    rng = random.Random(3)
+    xs = [rng.gauss(0, 1) + (4 if 300 < i < 500 else 0) - (3 if i > 800 else 0)
+          for i in range(1200)]  # fmt: skip
+    ref = drift.PageHinkley(min_instances=20, threshold=40.0, mode=mode)
+    m = np.zeros(core.SIZE)
+    core.ph_reset(m, core.PH_LEVEL)
+    ours, theirs = [], []
+    for x in xs:
+        x = abs(x) if mode == "up" else x
+        ref.update(x)
+        theirs.append(ref.drift_detected)
+        ours.append(core.ph_update(m, core.PH_LEVEL, x, mode == "up"))
+    assert sum(theirs) >= 2  # the stream has drifts to find
+    assert ours == theirs
+
+
+def _verdicts(model: SeriesModel, t: list[float], y: list[float], sizes: list[int]) -> list:
+    out, i = [], 0
+    for k in sizes:
+        if i >= len(y):
+            break
+        v = model.update_batch(np.array(t[i : i + k]), np.array(y[i : i + k]))
+        drift_at = dict(v.drift)
+        for j in range(len(v.score)):
+            d = drift_at.get(j)
+            out.append((float(v.score[j]), *v.band[j].tolist(), int(v.flags[j]),
+                        d.explanation if d else None))  # fmt: skip
+        i += k
+    return out
+
+
+def test_batches_of_any_size_score_as_point_by_point() -> None:
+    cases = [c for c in make_suite(0, 1) if c.name.startswith(("level_shift", "spike", "gap"))]
+    rng = random.Random(0)
+    for case in cases[:12]:
+        one = SeriesModel(lambda: make_detector("robust"))
+        many = SeriesModel(lambda: make_detector("robust"))
+        ref = []
+        for t, y in zip(case.t, case.y, strict=True):
+            v = one.update({"y": y, "t": t})
+            flags = (core.FLAGGED if v.is_anomaly else 0) | (core.FALLBACK if v.fallback else 0)
+            ref.append((v.score, *v.band, flags, v.drift.explanation if v.drift else None))
+        sizes = [rng.choice((1, 2, 7, 50, 300)) for _ in range(len(case.y))]
+        got = _verdicts(many, case.t, case.y, sizes)
+        assert len(got) == len(ref)
+        for a, b in zip(got, ref, strict=True):
+            assert a[4:] == b[4:], case.name
+            assert all(x == pytest.approx(z, rel=1e-12) or (math.isnan(x) and math.isnan(z))
+                       for x, z in zip(a[:4], b[:4], strict=True)), case.name  # fmt: skip
