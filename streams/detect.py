@@ -10,6 +10,7 @@ and rows are keyed so a replay replaces instead of duplicating.
 from __future__ import annotations
 
 import base64
+import logging
 import math
 import pickle
 import time
@@ -18,11 +19,16 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from detectors.base import Detector
 from detectors.episodes import Episode, EpisodeTracker, episode_id, severity
 from detectors.forecast import LagForecaster
+from detectors.model_core import FALLBACK
 from streams.series import AGG_LAST, AGG_RATE, Obs, Series
 from streams.tokens import TokenLedger
+
+log = logging.getLogger("stormwatch.streams")
 
 DRIFT_COLUMNS = [
     "ts", "series_id", "kind", "name", "service", "labels", "detector", "detector_version",
@@ -60,6 +66,10 @@ class _SeriesState:
     forecaster: Any = None  # queue lag series: a LagForecaster
     breach_ms: int = -1  # start of the open predicted-breach episode
     replayed_upto: int = -1  # restored from a checkpoint: samples up to here are stored already
+    labels: dict[str, str] = field(init=False)  # one dict shared by every row of the series
+
+    def __post_init__(self) -> None:
+        self.labels = self.meta.label_dict()
 
 
 @dataclass
@@ -82,6 +92,7 @@ class Counters:
     late: int = 0
     replayed: int = 0
     episodes_opened: int = 0
+    unrestored: int = 0  # checkpoints skipped as unreadable
 
 
 class DetectStage:
@@ -120,6 +131,7 @@ class DetectStage:
         self._tokens.hold(token)  # held while we work
         now = self.clock()
         touched: set[int] = set()
+        direct: dict[int, tuple[list[int], list[float]]] = {}  # pass-through points, in order
         for o in obs:
             self.counters.observations += 1
             st = self.series.get(o.series_id)
@@ -133,8 +145,11 @@ class DetectStage:
                 if o.ts_ms <= st.replayed_upto:
                     self.counters.replayed += 1  # scored and stored before the checkpoint
                     continue
-                self._score(st, o.ts_ms, o.value, 1)
-                st.last_ts = max(st.last_ts, o.ts_ms)
+                d = direct.get(o.series_id)
+                if d is None:
+                    d = direct[o.series_id] = ([], [])
+                d[0].append(o.ts_ms)
+                d[1].append(o.value)
                 continue
             start = o.ts_ms - o.ts_ms % self.window_ms
             if start <= st.last_closed:
@@ -151,6 +166,10 @@ class DetectStage:
             if o.ts_ms > st.watermark:
                 st.watermark = o.ts_ms
             touched.add(o.series_id)
+        for sid, (ts, values) in direct.items():
+            st = self.series[sid]
+            self._score(st, ts, values, [1] * len(ts))
+            st.last_ts = max(st.last_ts, max(ts))
         for sid in touched:
             st = self.series[sid]
             self._close(st, st.watermark - self.lateness_ms)
@@ -212,19 +231,32 @@ class DetectStage:
         return out
 
     def restore(self, states: dict[int, str]) -> int:
-        """Resume series from checkpoints (written by this pipeline to its own store)."""
+        """Resume series from checkpoints (written by this pipeline to its own store). A
+        checkpoint this release cannot read (an older model format) is skipped: that series
+        starts afresh and re-scores what the topic replays."""
+        restored = 0
         for sid, text in states.items():
-            blob = pickle.loads(zlib.decompress(base64.b64decode(text)))  # noqa: S301 - our own
+            try:
+                blob = pickle.loads(zlib.decompress(base64.b64decode(text)))  # noqa: S301 - ours
+            except Exception as e:  # noqa: BLE001 - one unreadable state must not stop a worker
+                self.counters.unrestored += 1
+                log.warning("series %d starts afresh: its checkpoint is unreadable (%s)", sid, e)
+                continue
             meta, det, episodes, agg, last_closed, last_ts, forecaster, breach_ms = blob
             self.series[sid] = _SeriesState(
                 sid, meta, det, episodes, agg, last_closed=last_closed, last_ts=last_ts,
                 replayed_upto=last_ts, forecaster=forecaster, breach_ms=breach_ms,
             )  # fmt: skip
-        return len(states)
+            restored += 1
+        return restored
 
     # -- internals --------------------------------------------------------------------------
     def _close(self, st: _SeriesState, upto_ms: int) -> None:
         """Close, in time order, every open window that ends at or before `upto_ms`."""
+        ts: list[int] = []
+        values: list[float] = []
+        ns: list[int] = []
+        tokens: list[Hashable] = []
         for start in sorted(st.windows):
             if start + self.window_ms > upto_ms:
                 break
@@ -232,44 +264,64 @@ class DetectStage:
             if st.agg == AGG_RATE and st.last_closed >= 0:
                 gap = (start - st.last_closed) // self.window_ms - 1
                 for k in range(1, min(gap, MAX_ZERO_FILL) + 1):
-                    self._score(st, st.last_closed + k * self.window_ms, 0.0, 0)
+                    ts.append(st.last_closed + k * self.window_ms)
+                    values.append(0.0)
+                    ns.append(0)
             value = w.total / (self.window_ms / 1000) if st.agg == AGG_RATE else w.total / w.n
-            self._score(st, start, value, w.n)
+            ts.append(start)
+            values.append(value)
+            ns.append(w.n)
             st.last_closed = start
-            for t in w.tokens:
-                self._tokens.release(t)
+            tokens.extend(w.tokens)
+        if ts:
+            self._score(st, ts, values, ns)
+        for t in tokens:
+            self._tokens.release(t)
 
-    def _score(self, st: _SeriesState, ts_ms: int, value: float, n: int) -> None:
-        """Score with what the series' model learned before this point, then learn it."""
+    def _score(self, st: _SeriesState, ts: list[int], values: list[float], ns: list[int]) -> None:
+        """Score one series' points (time order) with what its model learned before each, and
+        learn them: one compiled batch for the default detector, columns appended at once."""
         model = st.detector  # a SeriesModel: detector + drift + fallback + shadow + feedback
-        v = model.update({"y": value, "t": ts_ms / 1000})
-        band, m, sid = v.band, st.meta, st.sid
+        ys = np.array(values, dtype=np.float64)
+        v = model.update_batch(np.array(ts, dtype=np.float64) / 1000, ys)
+        m, sid, k, thr = st.meta, st.sid, len(ts), self.threshold
         score = v.score
-        if m.name == "error_rate" and value * n < MIN_ERRORS - 0.5:
+        if m.name == "error_rate":
             # One failed request in twenty reads as a huge jump on a series that was all
             # zeros; the model cannot know a proportion of few trials is weak evidence.
-            score = min(score, self.threshold * 0.9)
-        row = (
-            sid, ts_ms, value, n, score, _finite(band.expected), _finite(band.lower),
-            _finite(band.upper), int(score >= self.threshold), m.kind, m.name, m.service,
-            m.label_dict(), "fallback" if v.fallback else model.name, model.version,
-        )  # fmt: skip
-        for col, val in zip(self._points, row, strict=True):
-            col.append(val)
-        if v.drift is not None:
-            d = v.drift
+            weak = ys * np.array(ns) < MIN_ERRORS - 0.5
+            score = np.where(weak, np.minimum(score, thr * 0.9), score)
+        scores = score.tolist()
+        expected, lower, upper = (_finite(v.band[:, i]) for i in range(3))
+        name = model.name
+        names = [name] * k
+        if (v.flags & FALLBACK).any():
+            names = ["fallback" if f & FALLBACK else name for f in v.flags.tolist()]
+        cols = self._points
+        for col, vals in zip(cols, (
+            [sid] * k, ts, values, ns, scores, expected, lower, upper,
+            (score >= thr).astype(np.uint8).tolist(), [m.kind] * k, [m.name] * k,
+            [m.service] * k, [st.labels] * k, names, [model.version] * k,
+        ), strict=True):  # fmt: skip
+            col.extend(vals)
+        for j, d in v.drift:
             self._drift.append([
-                ts_ms, sid, m.kind, m.name, m.service, m.label_dict(), model.name, model.version,
+                ts[j], sid, m.kind, m.name, m.service, st.labels, name, model.version,
                 d.before_mean, d.after_mean, d.before_std, d.after_std, d.explanation,
             ])  # fmt: skip
-        if v.shadow_score is not None and model.shadow_ is not None:
+        if v.shadow is not None and model.shadow_ is not None:
             sh = model.shadow_
-            self._shadow.append([sid, ts_ms, sh.name, sh.version, v.shadow_score])
-        self.counters.points += 1
+            self._shadow.extend([sid, ts[j], sh.name, sh.version, s]
+                                for j, s in enumerate(v.shadow) if s is not None)  # fmt: skip
+        self.counters.points += k
         self._dirty.add(sid)
-        self._track(st, sid, ts_ms, score, value, band)
-        if self.lag_threshold is not None and m.kind == "queue" and m.name == "lag":
-            self._forecast(st, ts_ms, value)
+        forecast = self.lag_threshold is not None and m.kind == "queue" and m.name == "lag"
+        if forecast or st.episodes.is_open or score.max() >= thr:
+            bands = v.band.tolist()
+            for j in range(k):
+                self._track(st, sid, ts[j], scores[j], values[j], bands[j])
+                if forecast:
+                    self._forecast(st, ts[j], values[j])
 
     def _forecast(self, st: _SeriesState, ts_ms: int, lag: float) -> None:
         """Predict a lag breach before it happens (the trigger for predictive scaling): an
@@ -322,9 +374,11 @@ class DetectStage:
             ep.reset()
 
 
-def _finite(x: float) -> float | None:
+def _finite(xs: np.ndarray) -> list[float | None]:
     """NULL, not ±inf or NaN, where the model has no band yet (warm-up)."""
-    return x if math.isfinite(x) else None
+    if np.isfinite(xs).all():
+        return xs.tolist()
+    return [x if math.isfinite(x) else None for x in xs.tolist()]
 
 
 def _fmt(x: float) -> str:

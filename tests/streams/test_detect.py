@@ -195,3 +195,18 @@ def test_shadow_scores_are_stored_and_never_acted_on(chdb_store, db_settings) ->
         f"SELECT detector, count(), max(score) FROM {db}.shadow_scores GROUP BY detector"
     ).rows
     assert rows[0][0] == "zscore" and rows[0][1] == len(values) and rows[0][2] > 0.9
+
+
+def test_an_unreadable_checkpoint_starts_that_series_afresh_and_keeps_the_others() -> None:
+    stage = DetectStage(model_factory())
+    cpu, lat = series_id(CPU), series_id(LAT)
+    stage.add([Obs(cpu, i * 1000, 1.0 + i % 3, AGG_LAST) for i in range(20)], META, "m1")
+    stage.add([Obs(lat, i * 1000, 5.0, AGG_MEAN) for i in range(40)], META, "m2")
+    states = stage.snapshot()
+    assert set(states) == {cpu, lat}
+    states[lat] = "bm90IGEgY2hlY2twb2ludA=="  # e.g. written by an older model format
+    fresh = DetectStage(model_factory())
+    assert fresh.restore(states) == 1
+    assert set(fresh.series) == {cpu} and fresh.counters.unrestored == 1
+    fresh.add([Obs(lat, 50_000, 5.0, AGG_MEAN)], META, "m3")  # a fresh model takes it
+    assert lat in fresh.series
