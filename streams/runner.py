@@ -40,6 +40,10 @@ async def write_with_retry(write: Callable[[], Any], stats: Any, what: str) -> N
             delay = min(delay * 2, 5.0)
 
 
+def _has_work(out: Any) -> bool:
+    return bool(out.rows or out.episodes or out.tokens or getattr(out, "drift", None))
+
+
 class Modulo(Mapping[int, int]):
     """series id → partition for stages keyed by `id % partitions`."""
 
@@ -85,6 +89,7 @@ class StageRunner:
 
     def __post_init__(self) -> None:
         self._lock = asyncio.Lock()
+        self._inflight: asyncio.Future[None] | None = None  # the write started last
         self._stream: faust.StreamT | None = None
         self._last_flush = time.monotonic()
         self._checkpoints = ClickHouseSink(
@@ -95,34 +100,60 @@ class StageRunner:
     def topic_name(self) -> str:
         return self.topic.get_topic_name()
 
-    async def flush(self) -> None:
-        """Write what the stage has drained, then ack the messages it is done with."""
+    async def flush(self, wait: bool = True) -> None:
+        """Write what the stage has drained, then ack the messages it is done with.
+
+        `wait=False` (the consume loop) starts the write and returns: detection goes on while
+        the rows are inserted, one write in flight at a time (a second waits, and so does a
+        buffer past `4 * flush_rows`). Acks still follow their rows' write."""
         async with self._lock:
+            if self._inflight is not None:
+                busy = not self._inflight.done()
+                if busy and not wait and self.stage.buffered_rows < 4 * self.flush_rows:
+                    return  # the previous write is still going: keep detecting meanwhile
+                await self._inflight
+                self._inflight = None
             out = self.stage.drain()
-            if not (out.rows or out.episodes or out.tokens or getattr(out, "drift", None)):
+            if not _has_work(out):
                 return
             self.to_sinks(out)
-            table = self.sinks[0].table.rsplit(".", 1)[-1]  # the outage is named by its table
-            await write_with_retry(self._write, self.stats, table)
-            self.stats.add(f"{self.name}.points_written", out.rows)
-            if self.after_write:
-                await self.after_write(out)
-            for tok in out.tokens:
-                ev = self.held.pop(tok, None)
-                if ev is not None and self._stream is not None:
-                    await self._stream.ack(ev)
-            self._last_flush = time.monotonic()
+            if wait:
+                await self._write_and_ack(out)
+            else:
+                self._inflight = asyncio.ensure_future(self._write_and_ack(out))
+
+    async def _write_and_ack(self, out: Any) -> None:
+        table = self.sinks[0].table.rsplit(".", 1)[-1]  # the outage is named by its table
+        await write_with_retry(self._write, self.stats, table)
+        self.stats.add(f"{self.name}.points_written", out.rows)
+        if self.after_write:
+            await self.after_write(out)
+        for tok in out.tokens:
+            ev = self.held.pop(tok, None)
+            if ev is not None and self._stream is not None:
+                await self._stream.ack(ev)
+        self._last_flush = time.monotonic()
 
     def _write(self) -> None:
         for sink in self.sinks:
             sink.flush()
 
     async def checkpoint(self) -> None:
-        """Save the state scored since the last checkpoint (its rows are written already)."""
+        """Write everything scored, then save the state that scored it. The snapshot is taken
+        with the last drain, with no await between: a point the consume loop scores while the
+        rows are written is in neither, so a restart never skips a row it did not store."""
         async with self._lock:
+            if self._inflight is not None:
+                await self._inflight
+                self._inflight = None
+            out = self.stage.drain()
+            snapshot = self.stage.snapshot()
+            if _has_work(out):
+                self.to_sinks(out)
+                await self._write_and_ack(out)
             now_ms = int(time.time() * 1000)
             parts = self.partition_map()
-            for key, state in self.stage.snapshot().items():
+            for key, state in snapshot.items():
                 self._checkpoints.add([now_ms, self.topic_name, parts[key], key, state])
             n = len(self._checkpoints)
             await write_with_retry(self._checkpoints.flush, self.stats, "checkpoints")
@@ -154,7 +185,6 @@ class StageRunner:
         if not parts:
             return
         self.owned.difference_update(parts)
-        await self.flush()
         await self.checkpoint()
         async with self._lock:
             self.drop(parts)
@@ -165,7 +195,6 @@ class StageRunner:
         """A graceful stop takes nothing more, writes what is done and checkpoints it, so the
         next owner resumes exactly here."""
         self.stopping = True
-        await self.flush()
         await self.checkpoint()
 
     async def _consume(self, stream: faust.StreamT) -> None:
@@ -193,7 +222,7 @@ class StageRunner:
                 self.stage.buffered_rows >= self.flush_rows
                 or time.monotonic() - self._last_flush >= self.flush_s
             ):
-                await self.flush()
+                await self.flush(wait=False)
 
     async def _idle(self) -> None:
         if self._stream is not None and not self.stopping:
@@ -202,7 +231,6 @@ class StageRunner:
 
     async def _periodic_checkpoint(self) -> None:
         if self._stream is not None:
-            await self.flush()
             await self.checkpoint()
 
     def install(self) -> StageRunner:
