@@ -135,6 +135,10 @@ class Redactor:
             steps.append((lambda s: True, lambda s, p=pat, r=rep: p.sub(r, s)))  # type: ignore[misc]
         self._steps = steps
         self._cache: dict[str, str] = {}
+        # label keys and values already seen to need nothing: a clean label dict is two
+        # C-level subset checks instead of a regex pass per key and value
+        self._clean_keys: set[str] = set()
+        self._clean_values: set[str] = set()
         self.redacted = 0  # values changed (cache hits included): a pipeline-health counter
 
     def text(self, value: str) -> str:
@@ -153,14 +157,26 @@ class Redactor:
             self.redacted += 1
         return hit
 
+    def _clean(self, labels: dict[str, str]) -> bool:
+        return self._clean_keys.issuperset(labels) and self._clean_values.issuperset(
+            labels.values()
+        )
+
     def labels(self, labels: dict[str, str]) -> dict[str, str]:
+        if self._clean(labels):
+            return labels
         out: dict[str, str] = {}
         changed = False
         for k, v in labels.items():
             nk = self.text(k)
-            nv = "<redacted>" if self._secret_key and self._secret_key.search(k) else self.text(v)
+            secret = self._secret_key is not None and self._secret_key.search(k) is not None
+            nv = "<redacted>" if secret else self.text(v)
             changed |= nk != k or nv != v
             out[nk[:_MAX_TEXT]] = nv[:_MAX_TEXT]
+            if nk == k and len(k) <= _MAX_TEXT and not secret:
+                _remember(self._clean_keys, k)
+            if nv == v and len(v) <= _MAX_TEXT and not secret:
+                _remember(self._clean_values, v)
         return out if changed else labels
 
     def event(self, e: Event) -> Event:
@@ -180,7 +196,14 @@ class Redactor:
         return e.model_copy(update=upd) if upd else e
 
     def events(self, events: Iterable[Event]) -> list[Event]:
-        return [self.event(e) for e in events]
+        clean = self._clean
+        return [e if type(e) is MetricPoint and clean(e.labels) else self.event(e) for e in events]
+
+
+def _remember(seen: set[str], text: str) -> None:
+    if len(seen) >= _CACHE_MAX:
+        seen.clear()
+    seen.add(text)
 
 
 def _maybe(upd: dict[str, object], key: str, value: str, f: Callable[[str], str]) -> None:

@@ -39,15 +39,15 @@ from streams.runner import Modulo, StageRunner, write_with_retry
 from streams.series import Obs
 from streams.services import (
     ServicePoint,
+    ServicePoints,
     ServiceStage,
     decode_service_points,
     encode_service_points,
     service_partition,
-    service_points,
 )
 from streams.sink import ClickHouseSink
 from streams.tuning import prompt_fetches
-from streams.wire import decode_feedback, decode_points, encode_points, partition_of
+from streams.wire import PointsDecoder, PointsEncoder, decode_feedback, partition_of
 
 log = logging.getLogger("stormwatch.streams")
 
@@ -158,6 +158,7 @@ def build_app(
     guard = CardinalityGuard()  # defaults: 1k series per name, 10k per service, 500k in all
     otlp_state = OtlpState()  # per worker: previous cumulative points, publish spans seen
     normalizer = Normalizer(admit=guard.admit)
+    points_encoder = PointsEncoder(normalizer.meta)  # each series' metadata encoded once
 
     async def normalize_batch(events: list[Any], decode: Callable[[bytes], Any]) -> None:
         """decode → redact → normalize (cap inside) → DLQ / points, for one take() batch."""
@@ -185,7 +186,7 @@ def build_app(
         stats.values["normalize.redacted"] = redactor.redacted
         stats.values["normalize.series"] = guard.series
         for p, obs in by_part.items():
-            await points_topic.send(value=encode_points(obs, normalizer.meta), partition=p)
+            await points_topic.send(value=points_encoder.encode(obs), partition=p)
 
     @app.agent(raw_topic)
     async def normalize(stream: faust.StreamT) -> None:
@@ -236,6 +237,8 @@ def build_app(
             await anomalies_topic.send(key=str(ep.series_id).encode(),
                                        value=ep.model_dump_json().encode())  # fmt: skip
 
+    service_points = ServicePoints(int(settings.window_s * 1000))  # the service stage's buckets
+
     async def after_detect(out: Any) -> None:
         """Episodes to the actions service; each service's scored signals, before the points
         offsets move, to the one stage that owns the service (a replay re-publishes; closed
@@ -265,7 +268,7 @@ def build_app(
         "restore_before": settings.restore_before, "checkpoint_s": settings.checkpoint_s,
     }  # fmt: skip
     StageRunner(
-        name="detect", topic=points_topic, stage=stage, decode=decode_points,
+        name="detect", topic=points_topic, stage=stage, decode=PointsDecoder().decode,
         sinks=[points_sink, episodes_sink, drift_sink, shadow_sink], to_sinks=detected_to_sinks,
         drop=lambda parts: stage.drop_partitions(parts, t.partitions),
         partition_map=lambda: Modulo(t.partitions), after_write=after_detect, control=feedback,

@@ -8,11 +8,13 @@ statement fingerprint (literals stripped before anything is stored).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 
 from ingest.fingerprint import fingerprint, normalize_statement
 from ingest.models import DbQuery, Event, MetricPoint, QueueEvent, Span
 from streams.series import AGG_LAST, AGG_MEAN, AGG_RATE, Obs, Series, make_series, series_id
+
+_KEYS_MAX = 100_000  # raw metric keys remembered; past it the cache starts over
 
 
 class Normalizer:
@@ -22,6 +24,9 @@ class Normalizer:
         self._ids: dict[Series, int] = {}
         self.meta: dict[int, Series] = {}
         self._admit = admit  # a cardinality cap: refused series are neither kept nor remembered
+        # (name, service, labels as sent) → id of an admitted metric series: a known metric
+        # costs one dict lookup, not a sorted tuple and a Series
+        self._metric_ids: dict[Hashable, int] = {}
 
     def _sid(self, s: Series) -> int | None:
         sid = self._ids.get(s)
@@ -32,14 +37,32 @@ class Normalizer:
             self.meta[sid] = s
         return sid
 
+    def _metric_sid(self, key: tuple[str, str, tuple[tuple[str, str], ...]]) -> int | None:
+        name, service, items = key
+        sid = self._sid(Series("metric", name, service, tuple(sorted(items))))
+        if sid is not None:
+            if len(self._metric_ids) >= _KEYS_MAX:
+                self._metric_ids.clear()
+            self._metric_ids[key] = sid
+        return sid
+
     def observations(self, events: Iterable[Event]) -> list[Obs]:
         out: list[Obs] = []
+        metric_ids = self._metric_ids
+        new = tuple.__new__  # an Obs from a 4-tuple, without the Python-level Obs.__new__
 
         def add(sid: int | None, ts: int, value: float, agg: int) -> None:
             if sid is not None:
                 out.append(Obs(sid, ts, value, agg))
 
         for e in events:
+            if type(e) is MetricPoint:
+                key = (e.name, e.service, tuple(e.labels.items()))
+                sid = metric_ids.get(key)
+                if sid is None and (sid := self._metric_sid(key)) is None:
+                    continue
+                out.append(new(Obs, (sid, int(e.ts * 1000), e.value, AGG_LAST)))
+                continue
             ts = int(e.ts * 1000)
             if isinstance(e, MetricPoint):
                 s = Series("metric", e.name, e.service, tuple(sorted(e.labels.items())))

@@ -1,26 +1,95 @@
 """The keyed points topic's message: a batch of observations for one partition, with the
-metadata of every series it mentions (so any worker can pick up any partition)."""
+metadata of every series it mentions (so any worker can pick up any partition).
+
+A points message is two JSON lines: the columns `{"c":[[ids],[ts_ms],[values],[aggs]]}`,
+then `{"<id>":[kind,name,service,[[k,v],...]],...}` for each series mentioned. A decoder that
+knows every id of the first line never parses the second.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from functools import partial
 
 import orjson
 
 from streams.series import Obs, Series
 
+_OBS = partial(tuple.__new__, Obs)  # Obs from a 4-tuple without a Python-level __new__
+_CACHE_MAX = 500_000  # series: the cardinality guard's default total
 
-def encode_points(obs: Sequence[Obs], meta: dict[int, Series]) -> bytes:
-    sids = {o.series_id for o in obs}
-    return orjson.dumps(
-        {
-            "s": {str(sid): [*meta[sid][:3], list(map(list, meta[sid].labels))] for sid in sids},
-            "o": [list(o) for o in obs],
-        }
-    )
+
+def _meta_fragment(sid: int, s: Series) -> bytes:
+    return b'"%d":%s' % (sid, orjson.dumps([s.kind, s.name, s.service, s.labels]))
+
+
+class PointsEncoder:
+    """Encodes points messages; each series' metadata is encoded once and reused as bytes."""
+
+    def __init__(self, meta: Mapping[int, Series]) -> None:
+        self.meta = meta  # series id → Series, e.g. the normalizer's (read, never written)
+        self._fragments: dict[int, bytes] = {}
+
+    def encode(self, obs: Sequence[Obs]) -> bytes:
+        cols = list(zip(*obs, strict=True)) if obs else [(), (), (), ()]
+        ids = set(cols[0])
+        frags = self._fragments
+        new = ids.difference(frags)
+        if new:
+            if len(frags) + len(new) > _CACHE_MAX:
+                frags.clear()
+                new = ids
+            meta = self.meta
+            frags.update((sid, _meta_fragment(sid, meta[sid])) for sid in new)
+        meta_line = b",".join(map(frags.__getitem__, ids))
+        return b'{"c":%s}\n{%s}' % (orjson.dumps(cols), meta_line)
+
+
+def encode_points(obs: Sequence[Obs], meta: Mapping[int, Series]) -> bytes:
+    """One points message (no cache kept: a long-lived caller holds a `PointsEncoder`)."""
+    return PointsEncoder(meta).encode(obs)
+
+
+class PointsDecoder:
+    """Decodes points messages, keeping each series' `Series` so a known id costs nothing."""
+
+    def __init__(self) -> None:
+        self._series: dict[int, Series] = {}
+
+    def decode(self, raw: bytes) -> tuple[list[Obs], dict[int, Series]]:
+        """The observations and the metadata of exactly the series they mention."""
+        if raw.startswith(b'{"s"'):
+            return _decode_v1(raw)
+        cut = raw.index(b"\n")
+        sids, ts, values, aggs = orjson.loads(raw[:cut])["c"]
+        ids = set(sids)
+        known = self._series
+        if not ids.issubset(known):
+            self._learn(orjson.loads(raw[cut + 1 :]), ids)
+        obs = list(map(_OBS, zip(sids, ts, values, aggs, strict=True)))
+        return obs, dict(zip(ids, map(known.__getitem__, ids), strict=True))
+
+    def _learn(self, doc: dict[str, list[object]], ids: set[int]) -> None:
+        known = self._series
+        if len(known) + len(ids) > _CACHE_MAX:
+            known.clear()
+        for key, (kind, name, service, labels) in doc.items():
+            sid = int(key)
+            if sid in ids and sid not in known:
+                known[sid] = Series(kind, name, service, tuple((a, b) for a, b in labels))
+        missing = ids.difference(known)
+        if missing:
+            raise ValueError(f"points message lacks the metadata of series {min(missing)}")
 
 
 def decode_points(raw: bytes) -> tuple[list[Obs], dict[int, Series]]:
+    """One points message (no cache kept: a long-lived consumer holds a `PointsDecoder`)."""
+    return PointsDecoder().decode(raw)
+
+
+def _decode_v1(raw: bytes) -> tuple[list[Obs], dict[int, Series]]:
+    """The previous format, `{"s": {id: meta}, "o": [[id, ts, value, agg], ...]}`: messages
+    written before an upgrade are still replayed after it."""
     doc = orjson.loads(raw)
     meta = {
         int(sid): Series(k, n, s, tuple((a, b) for a, b in labels))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ingest.fingerprint import normalize_statement
 from ingest.models import DbQuery, MetricPoint, QueueEvent, Span
 from streams.normalize import Normalizer
-from streams.series import AGG_MEAN, AGG_RATE, make_series, series_id
+from streams.series import AGG_LAST, AGG_MEAN, AGG_RATE, Obs, Series, make_series, series_id
 
 
 def test_series_id_is_stable_and_label_order_free() -> None:
@@ -64,3 +64,27 @@ def test_fingerprint_collapses_in_lists_and_bind_styles() -> None:
         normalize_statement("UPDATE t SET a = $1 WHERE b = :name")
         == "UPDATE t SET a = ? WHERE b = ?"
     )
+
+
+def test_metric_label_order_gives_one_series_and_refused_series_are_asked_again() -> None:
+    refused: list[str] = []
+
+    def admit(s: Series) -> bool:
+        if s.label_dict().get("host") == "b":
+            refused.append(s.name)
+            return False
+        return True
+
+    n = Normalizer(admit=admit)
+    events = [
+        MetricPoint(name="cpu", value=1, ts=1, labels={"host": "a", "dc": "x"}),
+        MetricPoint(name="cpu", value=2, ts=2, labels={"dc": "x", "host": "a"}),
+        MetricPoint(name="cpu", value=3, ts=3, labels={"host": "b"}),
+        MetricPoint(name="cpu", value=4, ts=4, labels={"dc": "x", "host": "a"}),
+        MetricPoint(name="cpu", value=5, ts=5, labels={"host": "b"}),
+    ]
+    obs = n.observations(events) + n.observations(events[2:3])
+    sid = series_id(make_series("metric", "cpu", "", host="a", dc="x"))
+    assert obs == [Obs(sid, 1000, 1.0, AGG_LAST), Obs(sid, 2000, 2.0, AGG_LAST),
+                   Obs(sid, 4000, 4.0, AGG_LAST)]  # fmt: skip
+    assert list(n.meta) == [sid] and len(refused) == 3  # each refused event counted by the cap

@@ -90,3 +90,19 @@ def test_redaction_rules_reject_bad_regex_and_unknown_fields() -> None:
         RedactionRules(custom=(CustomPattern(pattern="("),))
     with pytest.raises(ValidationError):
         RedactionRules(emails_please=True)  # type: ignore[call-arg]
+
+
+def test_redactor_labels_seen_clean_stay_clean_but_secret_keys_and_pii_still_redact() -> None:
+    r = Redactor()
+    clean = {"route": "/cart", "user": "bob"}
+    assert r.labels(clean) is clean and r.labels(dict(clean)) == clean  # the cached path
+    # a value seen clean is still redacted under a secret-looking key
+    assert r.labels({"route": "/cart", "api_key": "bob"}) == {
+        "route": "/cart",
+        "api_key": "<redacted>",
+    }
+    assert r.labels({"user": "bob@example.com"}) == {"user": "<email>"}
+    m = MetricPoint(name="cpu", value=1, ts=1, labels={"user": "bob"})
+    pii = MetricPoint(name="cpu", value=1, ts=1, labels={"user": "10.0.0.1"})
+    out = r.events([m, pii, m])
+    assert out[0] is m and out[2] is m and out[1].labels == {"user": "<ip>"}  # type: ignore[union-attr]

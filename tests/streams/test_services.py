@@ -9,10 +9,10 @@ from streams.detect import POINT_COLUMNS
 from streams.series import make_series, series_id
 from streams.services import (
     ServicePoint,
+    ServicePoints,
     ServiceStage,
     decode_service_points,
     encode_service_points,
-    service_points,
     signal_key,
 )
 
@@ -223,7 +223,7 @@ def test_service_points_from_detect_rows_roundtrip_the_wire() -> None:
                 "value": value}  # fmt: skip
         for c, col in zip(POINT_COLUMNS, cols, strict=True):
             col.append(row[c])
-    recs = service_points(cols)
+    recs = ServicePoints(10_000)(cols)
     assert [r.signal for r in recs] == [
         "span.latency_ms{operation=GET /cart}",
         "db.latency_ms{statement=SELECT " + "x" * 40 + "…}",
@@ -232,3 +232,39 @@ def test_service_points_from_detect_rows_roundtrip_the_wire() -> None:
     assert signal_key(make_series("queue", "lag", "s", queue="q", group="g")) == (
         "queue.lag{group=g,queue=q}"
     )
+
+
+def test_service_points_send_one_record_per_signal_and_bucket_with_the_same_means() -> None:
+    cols: list[list[Any]] = [[] for _ in POINT_COLUMNS]
+    points = [
+        ("x", 1_000, 1.0),
+        ("x", 4_000, 2.0),
+        ("y", 5_000, 0.5),
+        ("x", 9_000, 6.0),
+        ("x", 11_000, 10.0),
+        ("y", 12_000, 0.1),
+        ("x", 12_000, 20.0),
+        ("x", 90_000, 1.0),
+    ]
+    for op, ts, value in points:
+        row = dict.fromkeys(POINT_COLUMNS)
+        row |= {"series_id": ord(op), "ts": ts, "kind": "span", "name": "latency_ms",
+                "service": "a", "labels": {"operation": op}, "value": value}  # fmt: skip
+        for c, col in zip(POINT_COLUMNS, cols, strict=True):
+            col.append(row[c])
+    recs = ServicePoints(S)(cols)
+    x, y = "span.latency_ms{operation=x}", "span.latency_ms{operation=y}"
+    assert recs == [
+        ServicePoint("a", x, 9_000, 9.0, 3), ServicePoint("a", y, 5_000, 0.5, 1),
+        ServicePoint("a", x, 12_000, 30.0, 2), ServicePoint("a", y, 12_000, 0.1, 1),
+        ServicePoint("a", x, 90_000, 1.0, 1),
+    ]  # fmt: skip
+    assert decode_service_points(encode_service_points(recs)) == recs
+    # the model sees the same bucket means as when every point travels on its own
+    seen = []
+    for batch in ([ServicePoint("a", x if op == "x" else y, ts, v) for op, ts, v in points], recs):
+        models: list[Recorder] = []
+        stage = ServiceStage(lambda sig, m=models: m.append(Recorder(sig)) or m[-1])
+        stage.add(batch, "m")
+        seen.append(models[0].seen)
+    assert seen[0] == seen[1] == [{x: 3.0, y: 0.5}, {x: 15.0, y: 0.1}]

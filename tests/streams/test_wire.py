@@ -1,0 +1,69 @@
+"""Points messages: every message carries its series' metadata; a decoder that knows a series
+reuses it; feedback messages stay distinguishable."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from streams.series import AGG_LAST, AGG_MEAN, Obs, make_series, series_id
+from streams.wire import (
+    PointsDecoder,
+    PointsEncoder,
+    decode_feedback,
+    decode_points,
+    encode_feedback,
+    encode_points,
+)
+
+CPU = make_series("metric", "cpu", "api", host="a", dc="x")
+LAT = make_series("span", "latency_ms", "api", operation='GET /"q"\n')
+META = {series_id(CPU): CPU, series_id(LAT): LAT}
+OBS = [
+    Obs(series_id(CPU), 1_000, 0.5, AGG_LAST),
+    Obs(series_id(LAT), 1_000, 12.25, AGG_MEAN),
+    Obs(series_id(CPU), 2_000, 0.75, AGG_LAST),
+]
+
+
+def test_points_roundtrip_with_the_metadata_of_each_series_mentioned() -> None:
+    obs, meta = decode_points(encode_points(OBS, META))
+    assert obs == OBS and all(type(o) is Obs for o in obs)
+    assert meta == META
+    assert decode_points(encode_points([], META)) == ([], {})
+
+
+def test_every_message_carries_its_metadata_for_any_decoder() -> None:
+    enc = PointsEncoder(META)
+    enc.encode(OBS)  # the encoder's cache is warm: later messages still carry the metadata
+    raw = enc.encode(OBS[:1])
+    assert PointsDecoder().decode(raw) == (OBS[:1], {series_id(CPU): CPU})
+
+
+def test_decoder_reuses_known_series_and_returns_only_those_mentioned() -> None:
+    dec = PointsDecoder()
+    _, first = dec.decode(encode_points(OBS, META))
+    obs, meta = dec.decode(encode_points(OBS[1:2], META))
+    assert obs == OBS[1:2] and meta == {series_id(LAT): LAT}
+    assert meta[series_id(LAT)] is first[series_id(LAT)]
+
+
+def test_decoder_rejects_a_message_without_the_metadata_it_needs() -> None:
+    raw = encode_points(OBS[:1], META)
+    cols = raw.split(b"\n")[0]
+    with pytest.raises(ValueError, match="metadata"):
+        PointsDecoder().decode(cols + b"\n{}")
+
+
+def test_decoder_reads_the_previous_format() -> None:
+    sid = series_id(CPU)
+    raw = orjson.dumps(
+        {"s": {str(sid): [*CPU[:3], list(map(list, CPU.labels))]}, "o": [list(OBS[0])]}
+    )
+    assert PointsDecoder().decode(raw) == ([OBS[0]], {sid: CPU})
+
+
+def test_feedback_is_told_apart_from_points() -> None:
+    raw = encode_feedback(42, "expected", episode_id=7)
+    assert decode_feedback(raw) == {"series_id": 42, "label": "expected", "episode_id": 7}
+    assert decode_feedback(encode_points(OBS, META)) is None
