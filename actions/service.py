@@ -1,19 +1,22 @@
 """The actions service as one object `stormwatch up` starts and stops in-process.
 
-Threads: a kafka-python consumer of the anomalies topic (offsets committed after each batch
-is recorded: at least once, and `on_episode` is idempotent per episode and policy), the
-FastAPI app under uvicorn, a ticker (expiry, notification, watch, audit flush), and a small
-pool that executes approved proposals so a Slack click is answered at once.
+Threads: a kafka-python consumer of the anomalies topic (each poll batch recorded in one
+SQLite transaction, its offsets committed after that commit: at least once, and `on_episode`
+is idempotent per episode and policy), the FastAPI app under uvicorn, a ticker (expiry,
+notification, watch, audit flush), and a small pool that executes approved proposals so a
+Slack click is answered at once.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -181,17 +184,41 @@ class ActionsService:
                 self._stop.wait(2.0)
         try:
             while consumer is not None and not self._stop.is_set():
-                batches = consumer.poll(timeout_ms=500)
-                for records in batches.values():
-                    for rec in records:
-                        self._handle(rec.value)
-                if batches:
-                    consumer.commit()
+                self._poll(consumer)
         except Exception:
             log.exception("actions: the anomalies consumer stopped")
         finally:
             if consumer is not None:
                 consumer.close()
+
+    def _poll(self, consumer: Any) -> None:
+        """Record one poll batch, then commit its offsets: only once its state is durable.
+
+        If the batch cannot be committed to SQLite (locked by another process for longer than
+        the busy timeout, disk full), no offset is committed and the consumer goes back to the
+        batch's first records, so they are read again.
+        """
+        batches = consumer.poll(timeout_ms=500)
+        if not batches:
+            return
+        try:
+            self._handle_batch([rec.value for records in batches.values() for rec in records])
+        except sqlite3.Error as e:
+            log.warning("actions: episodes not recorded (%s); reading them again", e)
+            for tp, records in batches.items():
+                with suppress(ValueError):  # revoked meanwhile: its new owner reads them
+                    consumer.seek(tp, records[0].offset)
+            self._stop.wait(1.0)
+            return
+        consumer.commit()
+
+    def _handle_batch(self, values: Sequence[bytes]) -> None:
+        """Handle messages in one state transaction (one fsync for the batch, not per episode);
+        an episode that fails is logged and skipped as before, the others are committed."""
+        assert self.engine is not None  # noqa: S101
+        with self.engine.state.batch():
+            for value in values:
+                self._handle(value)
 
     def _handle(self, value: bytes) -> None:
         assert self.engine is not None  # noqa: S101

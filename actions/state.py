@@ -4,13 +4,16 @@
 mode (WAL, synchronous=FULL): exactly one caller wins a transition, across threads and
 processes, and a committed transition survives a crash. So two clicks, two approvers or a
 redelivered request move `approved → executing` once, and the action runs at most once.
+`batch()` groups many writes into one transaction (one fsync): the consumer records a poll
+batch with it before committing the batch's Kafka offsets.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -92,6 +95,7 @@ class StateStore:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
+        self._depth = 0  # nesting of batch(); only the thread holding the lock changes it
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -101,6 +105,40 @@ class StateStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make the writes of the block one transaction: one fsync instead of one per write.
+
+        The lock is held throughout, so other threads' statements wait for the commit rather
+        than join the transaction; a nested `batch()` joins the outer one. The block's writes
+        are committed when it ends, including those before an error the block caught; an
+        exception that leaves the block rolls them all back. If SQLite rolled the transaction
+        back by itself (disk full, I/O error), raises sqlite3.OperationalError: the block's
+        writes are not all durable, so the caller must not act as if they were.
+        """
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+                if not self._db.in_transaction:
+                    raise sqlite3.OperationalError("SQLite rolled back the batch")
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    with suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                raise
+            finally:
+                self._depth = 0
 
     def _exec(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
         with self._lock:
