@@ -144,21 +144,30 @@ class SeriesModel:
         return Verdict(score, band, score >= self.threshold, event, fallback, shadow, raw)
 
     def update_batch(self, ts: np.ndarray, ys: np.ndarray) -> Verdicts:
-        """`update` over one series' points (float64 arrays, time order), as columns. With the
-        robust detector and no shadow the batch runs compiled; the object takes only the
-        points where something rare is due (a period search, a drift event)."""
+        """`update` over one series' points (float64 arrays, time order), as columns."""
         n = len(ys)
         score, band, raw = np.empty(n), np.empty((n, 3)), np.empty(n)
         flags = np.zeros(n, np.int8)
+        drift, shadow = self.update_into(ts, ys, 0, n, score, band, raw, flags)
+        return Verdicts(score, band, raw, flags, drift, shadow)
+
+    def update_into(
+        self, ts: np.ndarray, ys: np.ndarray, j: int, end: int, score: np.ndarray,
+        band: np.ndarray, raw: np.ndarray, flags: np.ndarray,
+    ) -> tuple[list[tuple[int, DriftEvent]], list[float | None] | None]:  # fmt: skip
+        """`update` over ys[j:end], verdicts written at the same indices of the output arrays
+        (a message's series share them). With the robust detector and no shadow it runs
+        compiled; the object takes only the points where something rare is due (a period
+        search, a drift event). Returns the drift events (index, event) and, with a shadow
+        detector, its scores."""
         drift: list[tuple[int, DriftEvent]] = []
         shadow: list[float | None] | None = None if self.shadow_ is None else []
-        j = 0
-        while j < n:
+        while j < end:
             det = self.detector_
             if shadow is None and isinstance(det, RobustDetector):
                 j, what = core.run(
                     det.st_, det.season_, det.rec_, det.buf_, det.more_, self.m_, self.rec_,
-                    ts, ys, j, score, band, raw, flags,
+                    ts, ys, j, end, score, band, raw, flags,
                 )  # fmt: skip
                 if what == core.DONE:
                     break
@@ -173,7 +182,7 @@ class SeriesModel:
             if shadow is not None:
                 shadow.append(v.shadow_score)
             j += 1
-        return Verdicts(score, band, raw, flags, drift, shadow)
+        return drift, shadow
 
     def _drift(self, kind: str) -> DriftEvent:
         m, settle = self.m_, self.settle

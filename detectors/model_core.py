@@ -166,13 +166,13 @@ def event_due(m: np.ndarray, y: float) -> bool:
 @njit(cache=True)
 def run(
     st: np.ndarray, season: np.ndarray, drec: np.ndarray, buf: np.ndarray, more: np.ndarray,
-    m: np.ndarray, rec: np.ndarray, ts: np.ndarray, ys: np.ndarray, j: int,
+    m: np.ndarray, rec: np.ndarray, ts: np.ndarray, ys: np.ndarray, j: int, n: int,
     out_score: np.ndarray, out_band: np.ndarray, out_raw: np.ndarray, out_flags: np.ndarray,
 ) -> tuple[int, int]:  # fmt: skip
-    """Score then learn ys[j:] with the robust detector and the model around it, as
-    `SeriesModel.update` does point by point. Stops at a point the object must take
-    (POINT) or a full search buffer (GROW): (index, what); (len, DONE) when all are done."""
-    n = ys.shape[0]
+    """Score then learn ys[j:n] with the robust detector and the model around it, as
+    `SeriesModel.update` does point by point, writing the verdicts at the same indices (a
+    message's series share the arrays, each its own range). Stops at a point the object must
+    take (POINT) or a full search buffer (GROW): (index, what); (n, DONE) when all are done."""
     thr = m[THRESH]
     while j < n:
         y, t = ys[j], ts[j]

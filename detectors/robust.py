@@ -48,32 +48,7 @@ def find_period(values: array, max_period: int, step: float = math.inf) -> int:
     f = np.fft.rfft(x, 2 * n)
     acf = np.fft.irfft(f * np.conj(f))[:n] / (var * (n - np.arange(n)))  # unbiased
 
-    def multiples(p: int) -> list[float]:
-        return [float(acf[k]) for k in range(p, max(p, n - p // 2), p)]
-
-    def strong(p: int) -> bool:
-        m = multiples(p)
-        return bool(
-            acf[p] > 0.4 and acf[p] - acf[p // 2] > 0.7 and min(m) > 0.25 and sum(m) / len(m) > 0.4
-        )
-
-    if math.isfinite(step) and step > 0:
-        lags = [c / step for c in (86_400.0, 3_600.0, 604_800.0)]
-        ok = [round(q) for q in lags if abs(q - round(q)) < 0.01 and 4 <= q <= hi]
-        ok = [q for q in ok if strong(q)]
-        if ok:
-            return max(ok, key=lambda q: acf[q])
-    # a peak just past the last lag allowed may be a cycle of exactly that length
-    top = min(n - 2, hi + 3)
-    peaks = [p for p in range(4, top) if acf[p] > acf[p - 1] and acf[p] >= acf[p + 1]]
-    peaks = [p for p in peaks if strong(p)]
-    if not peaks:
-        return 0
-    best = max(acf[p] for p in peaks)
-    p0 = next(p for p in peaks if acf[p] >= 0.85 * best)
-
-    near = [p for p in range(max(4, int(0.92 * p0)), int(1.08 * p0) + 2) if p <= max_period]
-    return min(near, key=lambda p: core.mismatch(x, p))
+    return core.choose_period(acf, x, hi, max_period, step)
 
 
 def refine_period(values: array, period: int) -> int:
@@ -130,7 +105,7 @@ class RobustDetector:
         # float32 offsets from the first value: half the memory of doubles, no detail lost
         st[core.BUF0] = math.nan
         st[core.NBUF] = 0 if period != 0 else -1
-        self.buf_ = np.zeros(16 if period != 0 else 0, np.float32)
+        self.buf_ = np.zeros(64 if period != 0 else 0, np.float32)
         st[core.NMORE] = -1  # after a cycle is found: more of them, to refine it
         self.more_ = np.zeros(0, np.float32)
 

@@ -473,3 +473,55 @@ def prepared(x: np.ndarray) -> np.ndarray:
     med = np.median(x)
     lim = 5 * 1.4826 * np.median(np.abs(x - med)) + 1e-12
     return np.minimum(np.maximum(x, med - lim), med + lim)  # nor is a burst of outliers
+
+
+@njit(cache=True)
+def _strong(acf: np.ndarray, n: int, p: int) -> bool:
+    """A cycle of p points: a peak well above the trough half a cycle earlier, and strong
+    again at each multiple the buffer holds (a burst or a trend is not a cycle)."""
+    if not (acf[p] > 0.4 and acf[p] - acf[p // 2] > 0.7):
+        return False
+    lo, total, k = math.inf, 0.0, 0
+    for j in range(p, max(p, n - p // 2), p):
+        lo = min(lo, acf[j])
+        total += acf[j]
+        k += 1
+    return lo > 0.25 and total / k > 0.4
+
+
+@njit(cache=True)
+def choose_period(acf: np.ndarray, x: np.ndarray, hi: int, max_period: int, step: float) -> int:
+    """`find_period`'s choice from the autocorrelation (see there); compiled, as it looks at
+    every lag and then fits each length near the winner."""
+    n = acf.shape[0]
+    if math.isfinite(step) and step > 0:  # calendar cycles first, at their exact lag
+        best_q, best_v = -1, -math.inf
+        for c in (86_400.0, 3_600.0, 604_800.0):
+            q = c / step
+            r = int(round(q))
+            if abs(q - r) < 0.01 and 4 <= q <= hi and _strong(acf, n, r) and acf[r] > best_v:
+                best_q, best_v = r, acf[r]
+        if best_q > 0:
+            return best_q
+    # a peak just past the last lag allowed may be a cycle of exactly that length
+    top = min(n - 2, hi + 3)
+    best = -math.inf
+    for p in range(4, top):
+        if acf[p] > acf[p - 1] and acf[p] >= acf[p + 1] and _strong(acf, n, p):
+            best = max(best, acf[p])
+    if best == -math.inf:
+        return 0
+    p0 = 0
+    for p in range(4, top):  # the shortest strong peak near the best
+        if acf[p] > acf[p - 1] and acf[p] >= acf[p + 1] and _strong(acf, n, p):
+            if acf[p] >= 0.85 * best:
+                p0 = p
+                break
+    # its length: the whole number of points near it whose multiples line up best
+    choice, fit = 0, math.inf
+    for p in range(max(4, int(0.92 * p0)), int(1.08 * p0) + 2):
+        if p <= max_period:
+            m = mismatch(x, p)
+            if m < fit:
+                choice, fit = p, m
+    return choice

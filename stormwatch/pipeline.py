@@ -40,7 +40,10 @@ def _print_episode(out: IO[str]) -> object:
     def show(ep: Episode) -> None:
         if ep.episode_id in seen and ep.is_open:
             return
-        seen.add(ep.episode_id)
+        if ep.is_open:
+            seen.add(ep.episode_id)
+        else:
+            seen.discard(ep.episode_id)  # closed: forgotten, so the set stays small
         at = datetime.fromtimestamp(ep.start_ms / 1000, UTC).strftime("%H:%M:%S")
         state = "ANOMALY" if ep.is_open else "cleared"
         out.write(f"{at} {state:8} {ep.severity:8} {ep.explanation}\n")

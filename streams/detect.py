@@ -21,10 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from detectors import model_core
 from detectors.base import Detector
 from detectors.episodes import Episode, EpisodeTracker, episode_id, severity
 from detectors.forecast import LagForecaster
 from detectors.model_core import FALLBACK
+from detectors.robust import RobustDetector
 from streams.series import AGG_LAST, AGG_RATE, Obs, Series
 from streams.tokens import TokenLedger
 
@@ -67,9 +69,13 @@ class _SeriesState:
     breach_ms: int = -1  # start of the open predicted-breach episode
     replayed_upto: int = -1  # restored from a checkpoint: samples up to here are stored already
     labels: dict[str, str] = field(init=False)  # one dict shared by every row of the series
+    row: tuple[Any, ...] = field(init=False)  # the series' columns of a points row
 
     def __post_init__(self) -> None:
-        self.labels = self.meta.label_dict()
+        m = self.meta
+        self.labels = m.label_dict()
+        self.row = (self.sid, m.kind, m.name, m.service, self.labels, self.detector.name,
+                    self.detector.version)  # fmt: skip
 
 
 @dataclass
@@ -132,44 +138,53 @@ class DetectStage:
         now = self.clock()
         touched: set[int] = set()
         direct: dict[int, tuple[list[int], list[float]]] = {}  # pass-through points, in order
-        for o in obs:
-            self.counters.observations += 1
-            st = self.series.get(o.series_id)
+        series, count = self.series, 0
+        for sid, ts_ms, value, agg in obs:
+            count += 1
+            st = series.get(sid)
             if st is None:
-                st = self.series[o.series_id] = _SeriesState(
-                    o.series_id, meta[o.series_id], self.make_detector(),
-                    EpisodeTracker(high=self.threshold), o.agg,
+                st = series[sid] = _SeriesState(
+                    sid, meta[sid], self.make_detector(), EpisodeTracker(high=self.threshold), agg
                 )  # fmt: skip
-            st.last_seen_wall = now
             if st.agg == AGG_LAST:
-                if o.ts_ms <= st.replayed_upto:
+                if ts_ms <= st.replayed_upto:
                     self.counters.replayed += 1  # scored and stored before the checkpoint
                     continue
-                d = direct.get(o.series_id)
+                d = direct.get(sid)
                 if d is None:
-                    d = direct[o.series_id] = ([], [])
-                d[0].append(o.ts_ms)
-                d[1].append(o.value)
+                    direct[sid] = ([ts_ms], [value])
+                else:
+                    d[0].append(ts_ms)
+                    d[1].append(value)
                 continue
-            start = o.ts_ms - o.ts_ms % self.window_ms
+            st.last_seen_wall = now
+            start = ts_ms - ts_ms % self.window_ms
             if start <= st.last_closed:
                 self.counters.late += 1
                 continue
             w = st.windows.get(start)
             if w is None:
                 w = st.windows[start] = _Window()
-            w.total += o.value
+            w.total += value
             w.n += 1
             if token not in w.tokens:
                 w.tokens.add(token)
                 self._tokens.hold(token)
-            if o.ts_ms > st.watermark:
-                st.watermark = o.ts_ms
-            touched.add(o.series_id)
-        for sid, (ts, values) in direct.items():
-            st = self.series[sid]
-            self._score(st, ts, values, [1] * len(ts))
-            st.last_ts = max(st.last_ts, max(ts))
+            if ts_ms > st.watermark:
+                st.watermark = ts_ms
+            touched.add(sid)
+        self.counters.observations += count
+        if direct:
+            ts_all: list[int] = []
+            values_all: list[float] = []
+            groups: list[tuple[_SeriesState, int, int]] = []
+            for sid, (ts, values) in direct.items():
+                st = self.series[sid]
+                groups.append((st, len(ts_all), len(ts_all) + len(ts)))
+                ts_all += ts
+                values_all += values
+                st.last_ts = max(st.last_ts, max(ts))
+            self._score(groups, ts_all, values_all, [1] * len(ts_all))
         for sid in touched:
             st = self.series[sid]
             self._close(st, st.watermark - self.lateness_ms)
@@ -274,52 +289,87 @@ class DetectStage:
             st.last_closed = start
             tokens.extend(w.tokens)
         if ts:
-            self._score(st, ts, values, ns)
+            self._score([(st, 0, len(ts))], ts, values, ns)
         for t in tokens:
             self._tokens.release(t)
 
-    def _score(self, st: _SeriesState, ts: list[int], values: list[float], ns: list[int]) -> None:
-        """Score one series' points (time order) with what its model learned before each, and
-        learn them: one compiled batch for the default detector, columns appended at once."""
-        model = st.detector  # a SeriesModel: detector + drift + fallback + shadow + feedback
+    def _score(
+        self, groups: list[tuple[_SeriesState, int, int]], ts: list[int], values: list[float],
+        ns: list[int],
+    ) -> None:  # fmt: skip
+        """Score points with what each series' model learned before each, and learn them;
+        `groups` gives each series' range of the (time-ordered) points. The verdicts of all
+        the series land in shared arrays and become row columns at once: a message holds
+        one or two points per series, so per-series work, not per-point, is what costs."""
+        n, thr = len(ts), self.threshold
+        tsa = np.array(ts, dtype=np.float64) / 1000
         ys = np.array(values, dtype=np.float64)
-        v = model.update_batch(np.array(ts, dtype=np.float64) / 1000, ys)
-        m, sid, k, thr = st.meta, st.sid, len(ts), self.threshold
-        score = v.score
-        if m.name == "error_rate":
+        score, band, raw = np.empty(n), np.empty((n, 3)), np.empty(n)
+        flags = np.zeros(n, np.int8)
+        cols = self._points
+        rows: list[tuple[Any, ...]] = []
+        weak_rate = False
+        run, done, robust = model_core.run, model_core.DONE, RobustDetector
+        for st, a, b in groups:
+            model, m = st.detector, st.meta
+            rows += [st.row] * (b - a)
+            weak_rate = weak_rate or m.name == "error_rate"
+            self._dirty.add(st.sid)
+            det = model.detector_
+            a2 = a
+            if model.shadow_ is None and type(det) is robust:  # the compiled path, inline
+                a2, what = run(det.st_, det.season_, det.rec_, det.buf_, det.more_, model.m_,
+                               model.rec_, tsa, ys, a, b, score, band, raw, flags)  # fmt: skip
+                if what == done:
+                    continue
+            drift, shadow = model.update_into(tsa, ys, a2, b, score, band, raw, flags)
+            for j, d in drift:
+                self._drift.append([
+                    ts[j], st.sid, m.kind, m.name, m.service, st.labels, model.name,
+                    model.version, d.before_mean, d.after_mean, d.before_std, d.after_std,
+                    d.explanation,
+                ])  # fmt: skip
+            if shadow is not None and model.shadow_ is not None:
+                sh = model.shadow_
+                self._shadow.extend([st.sid, ts[a2 + i], sh.name, sh.version, s]
+                                    for i, s in enumerate(shadow) if s is not None)  # fmt: skip
+        det_c = cols[13]
+        for i, vals in zip((0, 9, 10, 11, 12, 13, 14), zip(*rows, strict=True), strict=True):
+            cols[i].extend(vals)
+        if weak_rate:
             # One failed request in twenty reads as a huge jump on a series that was all
             # zeros; the model cannot know a proportion of few trials is weak evidence.
-            weak = ys * np.array(ns) < MIN_ERRORS - 0.5
+            rate = np.zeros(n, bool)
+            for st, a, b in groups:
+                rate[a:b] = st.meta.name == "error_rate"
+            weak = rate & (ys * np.array(ns) < MIN_ERRORS - 0.5)
             score = np.where(weak, np.minimum(score, thr * 0.9), score)
+        fell_back = np.flatnonzero(flags & FALLBACK)
+        if fell_back.size:
+            start = len(det_c) - n
+            for j in fell_back.tolist():
+                det_c[start + j] = "fallback"
         scores = score.tolist()
-        expected, lower, upper = (_finite(v.band[:, i]) for i in range(3))
-        name = model.name
-        names = [name] * k
-        if (v.flags & FALLBACK).any():
-            names = ["fallback" if f & FALLBACK else name for f in v.flags.tolist()]
-        cols = self._points
-        for col, vals in zip(cols, (
-            [sid] * k, ts, values, ns, scores, expected, lower, upper,
-            (score >= thr).astype(np.uint8).tolist(), [m.kind] * k, [m.name] * k,
-            [m.service] * k, [st.labels] * k, names, [model.version] * k,
-        ), strict=True):  # fmt: skip
+        hot = score >= thr
+        for col, vals in zip((cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7],
+                              cols[8]),
+                             (ts, values, ns, scores, *(_finite(band[:, i]) for i in range(3)),
+                              hot.astype(np.uint8).tolist()), strict=True):  # fmt: skip
             col.extend(vals)
-        for j, d in v.drift:
-            self._drift.append([
-                ts[j], sid, m.kind, m.name, m.service, st.labels, name, model.version,
-                d.before_mean, d.after_mean, d.before_std, d.after_std, d.explanation,
-            ])  # fmt: skip
-        if v.shadow is not None and model.shadow_ is not None:
-            sh = model.shadow_
-            self._shadow.extend([sid, ts[j], sh.name, sh.version, s]
-                                for j, s in enumerate(v.shadow) if s is not None)  # fmt: skip
-        self.counters.points += k
-        self._dirty.add(sid)
-        forecast = self.lag_threshold is not None and m.kind == "queue" and m.name == "lag"
-        if forecast or st.episodes.is_open or score.max() >= thr:
-            bands = v.band.tolist()
-            for j in range(k):
-                self._track(st, sid, ts[j], scores[j], values[j], bands[j])
+        self.counters.points += n
+        hot_groups: set[int] = set()
+        if hot.any():  # the groups (series) with a point at the threshold
+            starts = np.array([a for _, a, _ in groups])
+            hot_groups = set(np.searchsorted(starts, np.flatnonzero(hot), "right").tolist())
+        bands: list[list[float]] | None = None
+        for g, (st, a, b) in enumerate(groups, 1):
+            m = st.meta
+            forecast = self.lag_threshold is not None and m.kind == "queue" and m.name == "lag"
+            if not (forecast or st.episodes.is_open or g in hot_groups):
+                continue
+            bands = bands if bands is not None else band.tolist()
+            for j in range(a, b):
+                self._track(st, st.sid, ts[j], scores[j], values[j], bands[j])
                 if forecast:
                     self._forecast(st, ts[j], values[j])
 
