@@ -25,6 +25,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import numpy as np
 import orjson
 
 from detectors.episodes import Episode, EpisodeTracker, episode_id, severity
@@ -84,35 +85,55 @@ class ServicePoints:
         self.bucket_ms = bucket_ms
         self._keys: dict[int, str] = {}  # series id → signal key
 
-    def _key(self, sid: int | None, kind: str, name: str, service: str,
-             labels: dict[str, str]) -> str:  # fmt: skip
-        key = self._keys.get(sid) if sid is not None else None
+    def _key(self, sid: int, kind: str, name: str, service: str, labels: dict[str, str]) -> str:
+        key = self._keys.get(sid)
         if key is None:
             key = signal_key(Series(kind, name, service, tuple(sorted(labels.items()))))
-            if sid is not None:
-                if len(self._keys) >= self.MAX_KEYS:
-                    self._keys.clear()
-                self._keys[sid] = key
+            if len(self._keys) >= self.MAX_KEYS:
+                self._keys.clear()
+            self._keys[sid] = key
         return key
 
     def __call__(self, points: Sequence[Sequence[Any]]) -> list[ServicePoint]:
         col = {c: points[i] for i, c in enumerate(POINT_COLUMNS)}
+        kind, svc = col["kind"], col["service"]
+        value = np.array(col["value"], dtype=np.float64)  # NULL -> NaN
+        keep = np.isfinite(value) & np.array(
+            [bool(s) and k != "service" for s, k in zip(svc, kind, strict=True)], dtype=bool
+        )
+        rows = np.flatnonzero(keep)
+        if not rows.size:
+            return []
+        # sum and count per series and bucket with numpy, then one signal key per group
+        sid = np.array(col["series_id"], dtype=np.int64)[rows]
+        ts = np.array(col["ts"], dtype=np.int64)[rows]
+        bucket = ts - ts % self.bucket_ms
+        order = np.lexsort((bucket, sid))
+        sid, ts, bucket, vals, rows = (
+            sid[order],
+            ts[order],
+            bucket[order],
+            value[rows][order],
+            rows[order],
+        )
+        new = np.ones(len(sid), bool)
+        new[1:] = (sid[1:] != sid[:-1]) | (bucket[1:] != bucket[:-1])
+        first = np.flatnonzero(new)
+        sums = np.add.reduceat(vals, first).tolist()
+        latest = np.maximum.reduceat(ts, first).tolist()
+        counts = np.diff(np.append(first, len(sid))).tolist()
         acc: dict[tuple[str, str, int], list[Any]] = {}
-        bucket = self.bucket_ms
-        for sid, ts, value, kind, name, service, labels in zip(
-            col["series_id"], col["ts"], col["value"], col["kind"], col["name"],
-            col["service"], col["labels"], strict=True,
-        ):  # fmt: skip
-            if not service or kind == "service" or value is None or not math.isfinite(value):
-                continue
-            k = (service, self._key(sid, kind, name, service, labels), ts - ts % bucket)
+        name, labels = col["name"], col["labels"]
+        for g, i in enumerate(rows[first].tolist()):
+            key = self._key(int(col["series_id"][i]), kind[i], name[i], svc[i], labels[i])
+            k = (svc[i], key, int(bucket[first[g]]))
             a = acc.get(k)
             if a is None:
-                acc[k] = [int(ts), float(value), 1]
-            else:
-                a[0] = max(a[0], int(ts))
-                a[1] += value
-                a[2] += 1
+                acc[k] = [latest[g], sums[g], counts[g]]
+            else:  # two series cut to one signal name: one signal
+                a[0] = max(a[0], latest[g])
+                a[1] += sums[g]
+                a[2] += counts[g]
         return [ServicePoint(svc, sig, *a) for (svc, sig, _), a in acc.items()]
 
 
