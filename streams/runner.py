@@ -80,7 +80,7 @@ class StageRunner:
     control: Callable[[bytes], Awaitable[bool]] | None = None  # True: handled, ack it
     restore_before: Any = None
     checkpoint_s: float = 30.0
-    flush_rows: int = 5000
+    flush_rows: int = 20_000  # large columnar inserts: ~1.2 us of CPU a row, not ~1.5 at 5k
     flush_s: float = 0.2
     idle_s: float = 0.2
     held: dict[tuple[int, int], Any] = field(default_factory=dict)
