@@ -1,8 +1,9 @@
 """Cost per registered detector: `python -m benchmarks.detectors`.
 
-Microseconds per point for score + learn (the stream's call pattern) over a seeded seasonal
-series, and bytes of state per series after it: pickled size (what a checkpoint stores) and
-heap measured with tracemalloc (what a worker holds).
+Microseconds per point for score + learn (the object API, point by point) over a seeded
+seasonal series, and bytes of state per series after it: pickled size (what a checkpoint
+stores) and heap measured with tracemalloc (what a worker holds). Then the stream's call
+pattern: `SeriesModel.update_batch` over batches of the series' points.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from functools import partial
+
+import numpy as np
 
 from detectors.base import Detector
 from detectors.checks import seeded_series
@@ -42,6 +45,20 @@ def per_point_us(make: Callable[[], Detector], xs: list[dict[str, float]], round
         for x in xs:
             det.score_one(x)
             det.learn_one(x)
+        best = min(best, time.perf_counter() - t0)
+    return best / len(xs) * 1e6
+
+
+def batch_us(xs: list[dict[str, float]], batch: int, rounds: int) -> float:
+    """Per point, `update_batch` over consecutive batches of `batch` points."""
+    ts = np.array([x["t"] for x in xs])
+    ys = np.array([x["y"] for x in xs])
+    best = float("inf")
+    for _ in range(rounds):
+        model = SeriesModel(partial(make_detector, DEFAULT))
+        t0 = time.perf_counter()
+        for i in range(0, len(xs), batch):
+            model.update_batch(ts[i : i + batch], ys[i : i + batch])
         best = min(best, time.perf_counter() - t0)
     return best / len(xs) * 1e6
 
@@ -80,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     us = per_point_us(_Composite, xs, args.rounds)  # type: ignore[arg-type]
     pickled, heap = state_bytes(_Composite, xs)  # type: ignore[arg-type]
     print(f"{'SeriesModel':<12} {us:>9.2f} {pickled:>10} {heap:>8}  (default + drift + fallback)")
+    for batch in (1, 10, 100):
+        us = batch_us(xs, batch, args.rounds)
+        print(f"{'  batch ' + str(batch):<12} {us:>9.2f}  (SeriesModel.update_batch, compiled)")
     return 0
 
 
