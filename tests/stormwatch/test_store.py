@@ -48,3 +48,45 @@ def test_store_server_answers_another_process_with_token(chdb_store: Store, db_s
     finally:
         server.close()
     assert not (db_settings.chdb_path / "engine.json").exists()
+
+
+def test_a_worker_inserts_through_the_server_as_native_blocks(
+    chdb_store: Store, db_settings
+) -> None:  # type: ignore[no-untyped-def]
+    """Rows sent by another process land as sent (NULLs, maps, times); a bad value and a bad
+    token are refused with a reason, and nothing of them is stored."""
+    import time
+
+    from streams.detect import POINT_COLUMNS
+
+    server = StoreServer(chdb_store, db_settings)
+    db, now_ms = db_settings.database, int(time.time() * 1000)
+    row = [7, now_ms, 1.5, 1, 0.2, None, None, None, 0, "metric", "cpu", "api",
+           {"host": "a"}, "fallback", "3.1"]  # fmt: skip
+    bad = [*row[:2], "not a number", *row[3:]]
+    cols = {"good": [[v] for v in row], "bad": [[v] for v in bad]}
+    try:
+        info = json.loads((db_settings.chdb_path / "engine.json").read_text())
+        code = (
+            "import json, sys; from stormwatch.store import RemoteStore, StoreError;"
+            f"cols = json.loads({json.dumps(json.dumps(cols))});"
+            f"r = RemoteStore({info['url']!r}, {info['token']!r});"
+            f"r.insert('{db}.points', {POINT_COLUMNS!r}, cols['good'])\n"
+            "for store, data in ((r, cols['bad']),"
+            f" (RemoteStore({info['url']!r}, 'wrong'), cols['good'])):\n"
+            f"    try:\n        store.insert('{db}.points', {POINT_COLUMNS!r}, data)\n"
+            "    except StoreError as e:\n        print('refused', str(e)[:60])"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out = proc.stdout
+    finally:
+        server.close()
+    assert [line.split()[1] for line in out.splitlines()] == ["insert", "unauthorized"], out
+    got = chdb_store.query(
+        f"SELECT series_id, toUnixTimestamp64Milli(ts), value, expected, labels, detector "
+        f"FROM {db}.points"
+    ).rows
+    assert got == [(7, now_ms, 1.5, None, {"host": "a"}, "fallback")]
