@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from stormwatch.store import Store, StoreError
 from streams.checkpoints import CHECKPOINT_COLUMNS, load_checkpoints
@@ -201,8 +202,10 @@ class StageRunner:
         self._stream = stream
         async for ev in stream.noack().events():
             msg = ev.message
-            if self.stopping or msg.partition not in self.owned:
-                continue  # not acked: whoever owns the partition (next) replays it
+            if self.stopping:
+                continue  # not acked: whoever owns the partition next replays it
+            if msg.partition not in self.owned and not await self._owned_soon(msg.partition):
+                continue  # revoked: not acked, its next owner replays it
             if self.control is not None and await self.control(ev.value):
                 await stream.ack(ev)
                 continue
@@ -223,6 +226,20 @@ class StageRunner:
                 or time.monotonic() - self._last_flush >= self.flush_s
             ):
                 await self.flush(wait=False)
+
+    async def _owned_soon(self, partition: int) -> bool:
+        """Whether a message of a partition not (yet) ours is to be taken: one assigned to us
+        whose state is still being restored waits for it. Skipping it would lose it: faust
+        commits the first run of consecutive acked offsets, not counting from the last commit,
+        so the next acked message of the partition would commit past the skipped one."""
+        tp = TP(self.topic_name, partition)
+        if tp in self.app.consumer.assignment():
+            self.stats.add(f"{self.name}.waited_for_restore")
+        while partition not in self.owned:
+            if self.stopping or tp not in self.app.consumer.assignment():
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     async def _idle(self) -> None:
         if self._stream is not None and not self.stopping:
