@@ -163,17 +163,9 @@ class SeriesModel:
         drift: list[tuple[int, DriftEvent]] = []
         shadow: list[float | None] | None = None if self.shadow_ is None else []
         while j < end:
-            det = self.detector_
-            if shadow is None and isinstance(det, RobustDetector):
-                j, what = core.run(
-                    det.st_, det.season_, det.rec_, det.buf_, det.more_, self.m_, self.rec_,
-                    ts, ys, j, end, score, band, raw, flags,
-                )  # fmt: skip
-                if what == core.DONE:
-                    break
-                if what == core.GROW:
-                    det.grow()
-                    continue
+            j = self.run_compiled(ts, ys, j, end, score, band, raw, flags)
+            if j >= end:
+                break
             v = self.update({"y": float(ys[j]), "t": float(ts[j])})
             score[j], band[j], raw[j] = v.score, v.band, v.raw_score
             flags[j] = (core.FLAGGED if v.is_anomaly else 0) | (core.FALLBACK if v.fallback else 0)
@@ -183,6 +175,23 @@ class SeriesModel:
                 shadow.append(v.shadow_score)
             j += 1
         return drift, shadow
+
+    def run_compiled(
+        self, ts: np.ndarray, ys: np.ndarray, j: int, end: int, score: np.ndarray,
+        band: np.ndarray, raw: np.ndarray, flags: np.ndarray,
+    ) -> int:  # fmt: skip
+        """Score ys[j:end] compiled as far as it goes (`update_into`'s fast part): returns the
+        index of the first point the object must take, `end` when all are done. Only the robust
+        detector without a shadow runs compiled; any other model returns j at once."""
+        det = self.detector_
+        if self.shadow_ is not None or type(det) is not RobustDetector:
+            return j
+        while True:
+            j, what = core.run(det.st_, det.season_, det.rec_, det.buf_, det.more_, self.m_,
+                               self.rec_, ts, ys, j, end, score, band, raw, flags)  # fmt: skip
+            if what != core.GROW:
+                return j
+            det.grow()
 
     def _drift(self, kind: str) -> DriftEvent:
         m, settle = self.m_, self.settle

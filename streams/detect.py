@@ -21,12 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from detectors import model_core
 from detectors.base import Detector
 from detectors.episodes import Episode, EpisodeTracker, episode_id, severity
 from detectors.forecast import LagForecaster
 from detectors.model_core import FALLBACK
-from detectors.robust import RobustDetector
 from streams.series import AGG_LAST, AGG_RATE, Obs, Series
 from streams.tokens import TokenLedger
 
@@ -309,19 +307,14 @@ class DetectStage:
         cols = self._points
         rows: list[tuple[Any, ...]] = []
         weak_rate = False
-        run, done, robust = model_core.run, model_core.DONE, RobustDetector
         for st, a, b in groups:
             model, m = st.detector, st.meta
             rows += [st.row] * (b - a)
             weak_rate = weak_rate or m.name == "error_rate"
             self._dirty.add(st.sid)
-            det = model.detector_
-            a2 = a
-            if model.shadow_ is None and type(det) is robust:  # the compiled path, inline
-                a2, what = run(det.st_, det.season_, det.rec_, det.buf_, det.more_, model.m_,
-                               model.rec_, tsa, ys, a, b, score, band, raw, flags)  # fmt: skip
-                if what == done:
-                    continue
+            a2 = model.run_compiled(tsa, ys, a, b, score, band, raw, flags)
+            if a2 == b:
+                continue  # all compiled: nothing rare was due
             drift, shadow = model.update_into(tsa, ys, a2, b, score, band, raw, flags)
             for j, d in drift:
                 self._drift.append([
