@@ -93,26 +93,19 @@ def running(settings: StormwatchSettings, workers: int, log: Path) -> Iterator[l
     env = settings_env(settings)
     try:
         with open(log, "ab") as out:
-            procs.append(
-                subprocess.Popen(
-                    command("up"),
-                    env=env,
-                    stdout=out,  # noqa: S603
-                    stderr=subprocess.STDOUT,
-                )
-            )
-            wait_for(lambda: engine.exists() or procs[0].poll() is not None, 60, "stormwatch up")
-            if procs[0].poll() is not None:
+
+            def spawn(role: str) -> subprocess.Popen[bytes]:
+                proc = subprocess.Popen(command(role), env=env, stdout=out,  # noqa: S603
+                                        stderr=subprocess.STDOUT)  # fmt: skip
+                procs.append(proc)
+                return proc
+
+            up = spawn("up")
+            wait_for(lambda: engine.exists() or up.poll() is not None, 60, "stormwatch up")
+            if up.poll() is not None:
                 raise RuntimeError(f"stormwatch up exited: {log.read_text()[-2000:]}")
             for _ in range(workers - 1):
-                procs.append(
-                    subprocess.Popen(
-                        command("worker"),
-                        env=env,
-                        stdout=out,  # noqa: S603
-                        stderr=subprocess.STDOUT,
-                    )
-                )
+                spawn("worker")
         yield procs
     finally:
         for p in reversed(procs):

@@ -118,26 +118,10 @@ class RobustDetector:
         core.reset(self.st_, period, ratio)
         self.season_ = np.zeros(period)
 
-    # -- read-outs ------------------------------------------------------------------------------
-    @property
-    def n_(self) -> int:
-        return int(self.st_[core.N])
-
     @property
     def period_(self) -> int:
+        """The cycle length in points in use (0: none found yet, or none)."""
         return int(self.st_[core.PERIOD])
-
-    @property
-    def level_(self) -> float:
-        return float(self.st_[core.LEVEL])
-
-    @property
-    def alpha(self) -> float:
-        return float(self.st_[core.ALPHA])
-
-    @property
-    def warmup(self) -> int:
-        return int(self.st_[core.WARMUP])
 
     # -- contract -----------------------------------------------------------------------------
     def score_one(self, x: Mapping[str, float]) -> float:
