@@ -17,12 +17,19 @@ import time
 import zlib
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from detectors.base import Detector
-from detectors.episodes import Episode, EpisodeTracker, episode_id, severity
+from detectors.episodes import (
+    Episode,
+    EpisodeChanges,
+    EpisodeTracker,
+    episode_id,
+    severity,
+)
 from detectors.forecast import LagForecaster
 from detectors.model_core import FALLBACK
 from streams.series import AGG_LAST, AGG_RATE, Obs, Series
@@ -124,7 +131,7 @@ class DetectStage:
         self.counters = Counters()
         self._tokens = TokenLedger()
         self._points: list[list[Any]] = [[] for _ in POINT_COLUMNS]
-        self._episodes: list[Episode] = []
+        self._episodes = EpisodeChanges()
         self._dirty: set[int] = set()  # series scored since the last snapshot
         self._drift: list[list[Any]] = []
         self._shadow: list[list[Any]] = []
@@ -200,10 +207,14 @@ class DetectStage:
     def drain(self) -> Output:
         """Rows and episodes produced so far, and the tokens safe to ack once they are written."""
         out = Output(
-            self._points, self._episodes, self._tokens.take_ready(), self._drift, self._shadow
+            self._points,
+            self._episodes.take(),
+            self._tokens.take_ready(),
+            self._drift,
+            self._shadow,
         )
         self._points = [[] for _ in POINT_COLUMNS]
-        self._episodes, self._drift, self._shadow = [], [], []
+        self._drift, self._shadow = [], []
         return out
 
     @property
@@ -376,9 +387,17 @@ class DetectStage:
         if breach is not None:
             # One ms after its point: never the key (start, series) of an anomaly episode.
             st.breach_ms = ts_ms + 1
-            self._episodes.append(self._breach_episode(st, breach, ts_ms, open_=True))
+            self._episodes.add(
+                (st.sid, st.breach_ms),
+                self._breach_episode(st, breach, ts_ms, open_=True),
+                "open",
+            )
         elif st.breach_ms >= 0 and fc.forecast(self.horizon_s) < fc.threshold:
-            self._episodes.append(self._breach_episode(st, None, ts_ms, open_=False))
+            self._episodes.add(
+                (st.sid, st.breach_ms),
+                self._breach_episode(st, None, ts_ms, open_=False),
+                "close",
+            )
             st.breach_ms = -1
 
     def _breach_episode(self, st: _SeriesState, b: Any, ts_ms: int, *, open_: bool) -> Episode:
@@ -410,8 +429,11 @@ class DetectStage:
         if change == "grow" and st.emitted < 6 and score < ep.peak[0]:
             return  # throttle: publish growth every few points or on a new peak
         st.emitted = 0
-        self._episodes.append(
-            build_episode(st.meta, sid, ep, st.detector, closed=change == "close")
+        snap = (ep.start_ms, ep.end_ms, ep.points, ep.peak)  # the tracker moves on
+        self._episodes.add(
+            (sid, ep.start_ms),
+            partial(build_episode, st.meta, sid, snap, st.detector, closed=change == "close"),
+            change,
         )
         if change == "close":
             ep.reset()
@@ -431,21 +453,27 @@ def _fmt(x: float) -> str:
 
 
 def build_episode(
-    m: Series, sid: int, ep: EpisodeTracker, det: Detector, *, closed: bool
+    m: Series,
+    sid: int,
+    snap: tuple[int, int, int, tuple[float, float, float, float, float]],
+    det: Detector,
+    *,
+    closed: bool,
 ) -> Episode:
-    score, value, expected, lower, upper = ep.peak
+    """The episode of series `m` from a tracker's (start, end, points, peak)."""
+    start_ms, end_ms, points, (score, value, expected, lower, upper) = snap
     where = " ".join(f"{k}={v}" for k, v in m.labels if v)
     ratio = f", {value / expected:.2g}x expected" if expected and math.isfinite(expected) else ""
     explanation = (
         f"{m.kind}.{m.name} of {m.service or '-'} [{where}] peaked at {_fmt(value)} vs expected "
         f"{_fmt(expected)} (normal range {_fmt(lower)} to {_fmt(upper)}{ratio}); score "
-        f"{score:.3f} from {det.name} v{det.version} over {ep.points} point(s)"
+        f"{score:.3f} from {det.name} v{det.version} over {points} point(s)"
     )
     return Episode(
-        episode_id=episode_id(sid, ep.start_ms), series_id=sid, start_ms=ep.start_ms,
-        end_ms=ep.end_ms, is_open=not closed, peak_score=score, peak_value=value,
+        episode_id=episode_id(sid, start_ms), series_id=sid, start_ms=start_ms,
+        end_ms=end_ms, is_open=not closed, peak_score=score, peak_value=value,
         expected=expected, lower=lower, upper=upper, severity=severity(score), kind=m.kind,
         name=m.name, service=m.service, labels=m.label_dict(), signals=[f"{m.kind}.{m.name}"],
         explanation=explanation, detector=det.name, detector_version=det.version,
-        points=ep.points,
+        points=points,
     )  # fmt: skip

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
-from detectors.episodes import Episode, EpisodeTracker, episode_id, severity
+from detectors.episodes import Episode, EpisodeChanges, EpisodeTracker, episode_id, severity
 from detectors.multivariate import ServiceModel
 from streams.detect import POINT_COLUMNS, Output
 from streams.series import Series, make_series, series_id
@@ -238,7 +238,7 @@ class ServiceStage:
         self.counters = ServiceCounters()
         self._tokens = TokenLedger()
         self._points: list[list[Any]] = [[] for _ in POINT_COLUMNS]
-        self._episodes: list[Episode] = []
+        self._episodes = EpisodeChanges()
         self._dirty: set[str] = set()
 
     # -- input ------------------------------------------------------------------------------
@@ -288,9 +288,8 @@ class ServiceStage:
     # -- output -----------------------------------------------------------------------------
     def drain(self) -> Output:
         """Rows and episodes produced so far, and the tokens safe to ack once they are written."""
-        out = Output(self._points, self._episodes, self._tokens.take_ready())
+        out = Output(self._points, self._episodes.take(), self._tokens.take_ready())
         self._points = [[] for _ in POINT_COLUMNS]
-        self._episodes = []
         return out
 
     @property
@@ -409,7 +408,8 @@ class ServiceStage:
         if change == "grow" and st.emitted < 6 and score < ep.peak[0]:
             return  # throttle: publish growth every few vectors or on a new peak
         st.emitted = 0
-        self._episodes.append(self._episode(st, ep, closed=change == "close"))
+        self._episodes.add((st.sid, ep.start_ms), self._episode(st, ep, closed=change == "close"),
+                           change)  # fmt: skip
         if change == "close":
             ep.reset()
 

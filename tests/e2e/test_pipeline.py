@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
 
 from ingest.producer import TelemetryProducer
 from ingest.topics import ensure_topics
@@ -98,6 +99,25 @@ def test_pipeline_finds_injected_anomalies_and_dead_letters_bad_input(
             f"SELECT series_id, toUnixTimestamp64Milli(start), toUnixTimestamp64Milli(end) "
             f"FROM {db}.anomalies FINAL"
         ).rows
+        final = {
+            r[0]: r[1:]
+            for r in store.query(
+                f"SELECT episode_id, is_open, toUnixTimestamp64Milli(end) FROM {db}.anomalies FINAL"
+            ).rows
+        }
+        # the actions service's view: every episode opens on the topic, its newest state last
+
+        def newest_states() -> dict[int, list[dict]] | None:
+            per: dict[int, list[dict]] = {}
+            for e in anomaly_messages(broker.bootstrap, s.topics.anomalies):
+                per.setdefault(e["episode_id"], []).append(e)
+            last = {k: (v[-1]["is_open"], v[-1]["end_ms"]) for k, v in per.items()}
+            return per if last == final else None
+
+        published = wait_for(newest_states, 60, "each episode's newest state on the topic")
+    assert final and len(published) == len(final)  # type: ignore[arg-type]
+    for eid, changes in published.items():  # type: ignore[union-attr]
+        assert changes[0]["is_open"], f"episode {eid} was never published open"
     for s_idx, (first, last, _) in INJECTED.items():
         lo, hi = (T0 + first * STEP) * 1000, (T0 + last * STEP) * 1000
         hits = [e for e in episodes if e[0] == sid(s_idx) and e[1] <= hi and e[2] >= lo]
@@ -105,6 +125,21 @@ def test_pipeline_finds_injected_anomalies_and_dead_letters_bad_input(
     injected_ids = {sid(i) for i in INJECTED}
     false_alarms = [e for e in episodes if e[0] not in injected_ids]
     assert len(false_alarms) <= 3, false_alarms
+
+
+def anomaly_messages(bootstrap: str, topic: str) -> list[dict]:
+    """Every episode change on the anomalies topic, in order per partition, key checked."""
+    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                      consumer_timeout_ms=2000, enable_auto_commit=False)  # fmt: skip
+    try:
+        out = []
+        for m in c:
+            e = json.loads(m.value)
+            assert m.key == str(e["series_id"]).encode()
+            out.append(e)
+        return out
+    finally:
+        c.close()
 
 
 def span_events(indexes: range, seed: int = 2) -> list[dict]:
