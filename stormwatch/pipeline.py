@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
@@ -34,22 +35,45 @@ def topic_partitions(settings: StormwatchSettings) -> dict[str, int]:
     }  # fmt: skip
 
 
-def _print_episode(out: IO[str]) -> object:
-    seen: set[int] = set()
+class EpisodePrinter:
+    """Episode lines on the console: one when an episode opens, one when it clears. A burst
+    (a new deployment, a backlog replayed) is capped at `per_s` lines a second with `burst`
+    to spare; what was held back is counted in one line, since ClickHouse has every episode
+    (`stormwatch top`, Grafana). Flushes once per batch, not per line."""
 
-    def show(ep: Episode) -> None:
-        if ep.episode_id in seen and ep.is_open:
-            return
-        if ep.is_open:
-            seen.add(ep.episode_id)
-        else:
-            seen.discard(ep.episode_id)  # closed: forgotten, so the set stays small
-        at = datetime.fromtimestamp(ep.start_ms / 1000, UTC).strftime("%H:%M:%S")
-        state = "ANOMALY" if ep.is_open else "cleared"
-        out.write(f"{at} {state:8} {ep.severity:8} {ep.explanation}\n")
-        out.flush()
+    def __init__(self, out: IO[str], per_s: float = 2.0, burst: float = 20.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.out, self.per_s, self.burst, self.clock = out, per_s, burst, clock
+        self.seen: set[int] = set()  # open episodes already shown
+        self.tokens, self.at = burst, clock()
+        self.held = 0
 
-    return show
+    def __call__(self, episodes: list[Episode]) -> None:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.per_s)
+        self.at = now
+        lines = []
+        for ep in episodes:
+            if ep.is_open:
+                if ep.episode_id in self.seen:
+                    continue
+                self.seen.add(ep.episode_id)
+            else:
+                self.seen.discard(ep.episode_id)  # closed: forgotten, so the set stays small
+            if self.tokens < 1:
+                self.held += 1
+                continue
+            self.tokens -= 1
+            if self.held:
+                lines.append(f"... {self.held} more episode lines not shown "
+                             "(all are stored: `stormwatch top`)\n")  # fmt: skip
+                self.held = 0
+            at = datetime.fromtimestamp(ep.start_ms / 1000, UTC).strftime("%H:%M:%S")
+            state = "ANOMALY" if ep.is_open else "cleared"
+            lines.append(f"{at} {state:8} {ep.severity:8} {ep.explanation}\n")
+        if lines:
+            self.out.write("".join(lines))
+            self.out.flush()
 
 
 def summarize(store: Store, settings: StormwatchSettings) -> dict[str, int]:
@@ -100,7 +124,7 @@ def run_up(
         actions = _start_actions(settings, store, demo, out)
         stats = Stats()
         app = build_app(
-            settings, with_faults(store, settings), stats, on_episode=_print_episode(out)
+            settings, with_faults(store, settings), stats, on_episodes=EpisodePrinter(out)
         )  # type: ignore[arg-type]
         t0 = time.time()
         gen = None
@@ -247,7 +271,8 @@ def run_worker(settings: StormwatchSettings, out: IO[str] = sys.stdout) -> int:
     out.write(f"worker: joining group {settings.app_id} on {settings.bootstrap()}\n")
     out.flush()
     try:
-        run_faust(build_app(settings, with_faults(store, settings), on_episode=_print_episode(out)))  # type: ignore[arg-type]
+        app = build_app(settings, with_faults(store, settings), on_episodes=EpisodePrinter(out))
+        run_faust(app)  # type: ignore[arg-type]
     finally:
         store.close()
     return 0
