@@ -34,7 +34,7 @@ from actions.registry import ActionRegistry
 from actions.settings import ActionsSettings
 from actions.slack import SlackPoster
 from actions.state import StateStore
-from detectors.episodes import Episode
+from detectors.episodes import Episode, EpisodeChanges
 
 log = logging.getLogger("stormwatch.actions")
 DEMO_POLICIES = Path(__file__).parent / "policies" / "demo.yaml"
@@ -214,19 +214,28 @@ class ActionsService:
 
     def _handle_batch(self, values: Sequence[bytes]) -> None:
         """Handle messages in one state transaction (one fsync for the batch, not per episode);
-        an episode that fails is logged and skipped as before, the others are committed."""
+        an episode that fails is logged and skipped as before, the others are committed. Of an
+        episode's growth in the batch only the newest state is handled: its first open state
+        (which may propose) and its close always are (`EpisodeChanges`)."""
         assert self.engine is not None  # noqa: S101
+        changes = EpisodeChanges()
+        seen: set[int] = set()
+        for value in values:
+            try:
+                ep = Episode.model_validate_json(value)
+            except ValidationError:
+                log.warning("actions: skipped a message that is not an episode")
+                continue
+            first = ep.episode_id not in seen
+            seen.add(ep.episode_id)
+            step = "close" if not ep.is_open else "open" if first else "grow"
+            changes.add(ep.episode_id, ep, step)
         with self.engine.state.batch():
-            for value in values:
-                self._handle(value)
+            for ep in changes.take():
+                self._handle(ep)
 
-    def _handle(self, value: bytes) -> None:
+    def _handle(self, ep: Episode) -> None:
         assert self.engine is not None  # noqa: S101
-        try:
-            ep = Episode.model_validate_json(value)
-        except ValidationError:
-            log.warning("actions: skipped a message that is not an episode")
-            return
         try:
             self.engine.on_episode(ep, self.clock())
         except Exception:  # one bad episode must not stop the consumer

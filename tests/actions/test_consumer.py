@@ -8,7 +8,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -122,3 +122,35 @@ def test_consumer_commits_no_offset_and_reads_again_when_the_state_is_locked(
         other.close()
         consumer.close()
     assert (eps, props) == ([1001], [(1001, "scale-orders")])
+
+
+def test_an_episodes_growth_in_one_batch_is_handled_as_its_newest_state(
+    make_engine: Callable[..., Engine], clock: Clock, monkeypatch: pytest.MonkeyPatch,
+    broker: LocalBroker,
+) -> None:  # fmt: skip
+    engine = make_engine()
+    real, seen = engine.on_episode, []
+
+    def on_episode(ep: Episode, now: datetime) -> Any:
+        seen.append((ep.end_ms, ep.is_open))
+        return real(ep, now)
+
+    monkeypatch.setattr(engine, "on_episode", on_episode)
+    growth = [episode(start=clock.now + timedelta(seconds=i)) for i in range(8)]
+    closed = episode(start=clock.now + timedelta(seconds=9), is_open=False)
+    other = episode(episode_id=3003, series_id=79)
+    values = [e.model_dump_json().encode() for e in [growth[0], other, *growth[1:], closed]]
+    consumer, tp = _topic(broker, values)
+    svc = _service(engine, clock)
+    try:
+        _poll_until(svc, consumer, lambda: consumer.committed(tp) is not None)
+        assert consumer.committed(tp) == len(values)
+        eps, props, _ = _durable(engine)
+    finally:
+        consumer.close()
+    # the first open state (which proposes), the newest growth, the close; nothing between
+    first, newest = growth[0], growth[-1]
+    assert seen == [(first.end_ms, True), (other.end_ms, True), (newest.end_ms, True),
+                    (closed.end_ms, False)]  # fmt: skip
+    assert eps == [1001, 3003] and (1001, "scale-orders") in props
+    assert engine.state.episode_open(1001) is False
