@@ -18,7 +18,6 @@ import math
 import random
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -108,10 +107,6 @@ def produce_stream(bootstrap: str, topic: str, spec: StreamSpec, start_s: float)
         TelemetryProducer(bootstrap, topic, batch_size=spec.batch, key=k)
         for k in partition_keys(spec.producers)
     ]
-    for p in prods:
-        # The SDK adds delivery callbacks while holding its lock; a future already done runs
-        # the callback at once, which takes the same lock: a deadlock (see docs/performance.md).
-        p._lock = threading.RLock()  # type: ignore[assignment]
     t0 = time.perf_counter()
     sent = 0
     for r in range(spec.rounds):
