@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from ingest.models import EVENT, EVENTS, Event
+from ingest.models import EVENT, EVENTS, AnyEvent, Event, records_json
 
 MAX_ITEMS = 100_000
 
@@ -64,3 +64,12 @@ def decode_json(raw: bytes) -> tuple[list[Event], list[Reject]]:
         except ValidationError as e:
             bad.append(Reject(i, _reason(e), orjson.dumps(item)))
     return good, bad
+
+
+def decode_records(raw: bytes) -> tuple[list[AnyEvent], list[Reject]]:
+    """`decode_json` for the stream's hot path: a valid array decodes to msgspec records
+    (~6x cheaper than the models); anything else takes `decode_json`, for its reasons."""
+    recs = records_json(raw)
+    if recs is not None and len(recs) <= MAX_ITEMS:
+        return recs, []  # type: ignore[return-value]
+    return decode_json(raw)  # type: ignore[return-value]

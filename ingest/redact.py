@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ingest.models import DbQuery, Event, MetricPoint, QueueEvent, Span
+from ingest.models import DB, METRIC, QUEUE, SPAN, AnyEvent, with_fields
 
 _MAX_TEXT = 200
 _CACHE_MAX = 100_000
@@ -179,25 +179,25 @@ class Redactor:
                 _remember(self._clean_values, v)
         return out if changed else labels
 
-    def event(self, e: Event) -> Event:
+    def event(self, e: AnyEvent) -> AnyEvent:
         """The event with PII replaced; the same object when nothing needed redaction."""
         upd: dict[str, object] = {}
-        if isinstance(e, MetricPoint | Span):
+        if isinstance(e, METRIC + SPAN):
             labels = self.labels(e.labels)
             if labels is not e.labels:
                 upd["labels"] = labels
-        if isinstance(e, Span):
+        if isinstance(e, SPAN):
             _maybe(upd, "operation", e.operation, self.text)
-        elif isinstance(e, QueueEvent):
+        elif isinstance(e, QUEUE):
             _maybe(upd, "queue", e.queue, self.text)
             _maybe(upd, "group", e.group, self.text)
-        elif isinstance(e, DbQuery):
+        elif isinstance(e, DB):
             _maybe(upd, "database", e.database, self.text)
-        return e.model_copy(update=upd) if upd else e
+        return with_fields(e, upd) if upd else e
 
-    def events(self, events: Iterable[Event]) -> list[Event]:
+    def events(self, events: Iterable[AnyEvent]) -> list[AnyEvent]:
         clean = self._clean
-        return [e if type(e) is MetricPoint and clean(e.labels) else self.event(e) for e in events]
+        return [e if type(e) in METRIC and clean(e.labels) else self.event(e) for e in events]
 
 
 def _remember(seen: set[str], text: str) -> None:

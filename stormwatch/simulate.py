@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detectors.registry import model_factory
-from ingest.decode import decode_json
+from ingest.decode import decode_records
 from ingest.producer import TelemetryProducer
 from stormwatch.demo import DemoGenerator, Incident
 from stormwatch.store import Store
@@ -141,7 +141,7 @@ def simulate(
         nonlocal offset
         dead: list[list[Any]] = []
         for raw in collector.take():
-            good, bad = decode_json(raw)
+            good, bad = decode_records(raw)
             started = time.perf_counter()
             stage.add(normalizer.observations(good), normalizer.meta, offset)
             counts["detect.busy_s"] += time.perf_counter() - started

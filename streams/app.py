@@ -28,7 +28,7 @@ from detectors.episodes import Episode
 from detectors.multivariate import ServiceModel
 from detectors.registry import model_factory
 from ingest.cardinality import CardinalityGuard
-from ingest.decode import Reject, decode_json
+from ingest.decode import Reject, decode_records
 from ingest.otlp import OtlpState, decode_otlp_metrics, decode_otlp_traces
 from ingest.redact import Redactor
 from stormwatch.settings import StormwatchSettings
@@ -191,7 +191,7 @@ def build_app(
     @app.agent(raw_topic)
     async def normalize(stream: faust.StreamT) -> None:
         async for events in stream.take_events(500, within=0.05):
-            await normalize_batch(events, decode_json)
+            await normalize_batch(events, decode_records)
 
     @app.agent(otlp_metrics_topic)
     async def normalize_otlp_metrics(stream: faust.StreamT) -> None:

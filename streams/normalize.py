@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable
 
 from ingest.fingerprint import fingerprint, normalize_statement
-from ingest.models import DbQuery, Event, MetricPoint, QueueEvent, Span
+from ingest.models import DB, METRIC, QUEUE, SPAN, AnyEvent
 from streams.series import AGG_LAST, AGG_MEAN, AGG_RATE, Obs, Series, make_series, series_id
 
 _KEYS_MAX = 100_000  # raw metric keys remembered; past it the cache starts over
@@ -46,7 +46,7 @@ class Normalizer:
             self._metric_ids[key] = sid
         return sid
 
-    def observations(self, events: Iterable[Event]) -> list[Obs]:
+    def observations(self, events: Iterable[AnyEvent]) -> list[Obs]:
         out: list[Obs] = []
         metric_ids = self._metric_ids
         new = tuple.__new__  # an Obs from a 4-tuple, without the Python-level Obs.__new__
@@ -56,7 +56,7 @@ class Normalizer:
                 out.append(Obs(sid, ts, value, agg))
 
         for e in events:
-            if type(e) is MetricPoint:
+            if type(e) in METRIC:
                 key = (e.name, e.service, tuple(e.labels.items()))
                 sid = metric_ids.get(key)
                 if sid is None and (sid := self._metric_sid(key)) is None:
@@ -64,10 +64,10 @@ class Normalizer:
                 out.append(new(Obs, (sid, int(e.ts * 1000), e.value, AGG_LAST)))
                 continue
             ts = int(e.ts * 1000)
-            if isinstance(e, MetricPoint):
+            if isinstance(e, METRIC):
                 s = Series("metric", e.name, e.service, tuple(sorted(e.labels.items())))
                 add(self._sid(s), ts, e.value, AGG_LAST)
-            elif isinstance(e, Span):
+            elif isinstance(e, SPAN):
                 labels = {**e.labels, "operation": e.operation}
                 for name, value, agg in (
                     ("latency_ms", e.duration_ms, AGG_MEAN),
@@ -75,14 +75,14 @@ class Normalizer:
                     ("throughput", 1.0, AGG_RATE),
                 ):
                     add(self._sid(make_series("span", name, e.service, **labels)), ts, value, agg)
-            elif isinstance(e, QueueEvent):
+            elif isinstance(e, QUEUE):
                 labels = {"queue": e.queue, "group": e.group}
                 s = make_series("queue", "lag", e.service, **labels)
                 add(self._sid(s), ts, e.lag, AGG_LAST)
                 if e.oldest_age_s is not None:
                     s = make_series("queue", "oldest_age_s", e.service, **labels)
                     add(self._sid(s), ts, e.oldest_age_s, AGG_LAST)
-            elif isinstance(e, DbQuery):
+            elif isinstance(e, DB):
                 shape = normalize_statement(e.statement)
                 labels = {"statement": shape, "fingerprint": fingerprint(shape), "system": e.system}
                 for name, value in (("latency_ms", e.duration_ms), ("error_rate", float(e.error))):
