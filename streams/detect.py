@@ -34,6 +34,7 @@ from detectors.forecast import LagForecaster
 from detectors.model_core import FALLBACK
 from streams.series import AGG_LAST, AGG_RATE, Obs, Series
 from streams.tokens import TokenLedger
+from streams.wire import Points
 
 log = logging.getLogger("stormwatch.streams")
 
@@ -140,6 +141,9 @@ class DetectStage:
     def add(self, obs: Iterable[Obs], meta: dict[int, Series], token: Hashable) -> None:
         """Take one message's observations; `token` is released once their rows are out."""
         self._tokens.hold(token)  # held while we work
+        if isinstance(obs, Points) and self._add_passthrough(obs, meta):
+            self._tokens.release(token)
+            return
         now = self.clock()
         touched: set[int] = set()
         direct: dict[int, tuple[list[int], list[float]]] = {}  # pass-through points, in order
@@ -194,6 +198,51 @@ class DetectStage:
             st = self.series[sid]
             self._close(st, st.watermark - self.lateness_ms)
         self._tokens.release(token)
+
+    def _add_passthrough(self, p: Points, meta: dict[int, Series]) -> bool:
+        """A message of pass-through points only (metrics, queue gauges: the common case),
+        grouped by series with numpy, not a loop per point; False (nothing done) for any
+        other message. Each series keeps its points' arrival order."""
+        n = len(p)
+        if not n or min(p.aggs) != AGG_LAST or max(p.aggs) != AGG_LAST:
+            return False
+        sids = np.array(p.sids, dtype=np.int64)
+        order = np.argsort(sids, kind="stable")
+        s = sids[order]
+        cut = np.flatnonzero(s[1:] != s[:-1]) + 1
+        starts, ends = np.concatenate(([0], cut)), np.concatenate((cut, [n]))
+        series, states = self.series, []
+        for sid in s[starts].tolist():
+            st = series.get(sid)
+            if st is None:
+                st = series[sid] = _SeriesState(
+                    sid, meta[sid], self.make_detector(), EpisodeTracker(high=self.threshold),
+                    AGG_LAST,
+                )  # fmt: skip
+            elif st.agg != AGG_LAST:
+                return False  # never seen: a series' kind fixes its aggregation
+            states.append(st)
+        self.counters.observations += n
+        ts = np.array(p.ts, dtype=np.int64)[order]
+        ys = np.array(p.values, dtype=np.float64)[order]
+        if any(st.replayed_upto >= 0 for st in states):
+            keep = np.ones(n, bool)
+            for st, a, b in zip(states, starts.tolist(), ends.tolist(), strict=True):
+                if st.replayed_upto >= 0:
+                    keep[a:b] = ts[a:b] > st.replayed_upto
+            kept = np.concatenate(([0], np.cumsum(keep)))
+            self.counters.replayed += n - int(kept[-1])  # scored and stored before
+            starts, ends, ts, ys = kept[starts], kept[ends], ts[keep], ys[keep]
+        groups = [g for g in zip(states, starts.tolist(), ends.tolist(), strict=True)
+                  if g[2] > g[1]]  # fmt: skip
+        if not groups:
+            return True
+        latest = np.maximum.reduceat(ts, [a for _, a, _ in groups]).tolist()
+        for (st, _, _), t in zip(groups, latest, strict=True):
+            if t > st.last_ts:
+                st.last_ts = t
+        self._score(groups, ts, ys, None)
+        return True
 
     def close_idle(self) -> None:
         """Close windows of series that got nothing for a window plus the lateness (wall time)."""
@@ -303,8 +352,8 @@ class DetectStage:
             self._tokens.release(t)
 
     def _score(
-        self, groups: list[tuple[_SeriesState, int, int]], ts: list[int], values: list[float],
-        ns: list[int],
+        self, groups: list[tuple[_SeriesState, int, int]], ts: list[int] | np.ndarray,
+        values: list[float] | np.ndarray, ns: list[int] | None,
     ) -> None:  # fmt: skip
         """Score points with what each series' model learned before each, and learn them;
         `groups` gives each series' range of the (time-ordered) points. The verdicts of all
@@ -313,14 +362,18 @@ class DetectStage:
         n, thr = len(ts), self.threshold
         tsa = np.array(ts, dtype=np.float64) / 1000
         ys = np.array(values, dtype=np.float64)
+        if isinstance(ts, np.ndarray):  # rows and episodes take Python numbers
+            ts, values = ts.tolist(), ys.tolist()
+        ns = [1] * n if ns is None else ns
         score, band, raw = np.empty(n), np.empty((n, 3)), np.empty(n)
         flags = np.zeros(n, np.int8)
         cols = self._points
-        rows: list[tuple[Any, ...]] = []
+        meta_cols = [cols[i] for i in (0, 9, 10, 11, 12, 13, 14)]
         weak_rate = False
         for st, a, b in groups:
             model, m = st.detector, st.meta
-            rows += [st.row] * (b - a)
+            for col, v in zip(meta_cols, st.row, strict=True):
+                col += [v] * (b - a)
             weak_rate = weak_rate or m.name == "error_rate"
             self._dirty.add(st.sid)
             a2 = model.run_compiled(tsa, ys, a, b, score, band, raw, flags)
@@ -338,8 +391,6 @@ class DetectStage:
                 self._shadow.extend([st.sid, ts[a2 + i], sh.name, sh.version, s]
                                     for i, s in enumerate(shadow) if s is not None)  # fmt: skip
         det_c = cols[13]
-        for i, vals in zip((0, 9, 10, 11, 12, 13, 14), zip(*rows, strict=True), strict=True):
-            cols[i].extend(vals)
         if weak_rate:
             # One failed request in twenty reads as a huge jump on a series that was all
             # zeros; the model cannot know a proportion of few trials is weak evidence.

@@ -8,7 +8,7 @@ knows every id of the first line never parses the second.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 
 import orjson
@@ -50,13 +50,30 @@ def encode_points(obs: Sequence[Obs], meta: Mapping[int, Series]) -> bytes:
     return PointsEncoder(meta).encode(obs)
 
 
+class Points:
+    """A points message's observations as the columns they travel in: the detect stage
+    takes a batch of pass-through points as arrays, without a tuple per point. Iterating
+    gives the `Obs` of each point, in order."""
+
+    __slots__ = ("aggs", "sids", "ts", "values")
+
+    def __init__(self, sids: list[int], ts: list[int], values: list[float], aggs: list[int]):
+        self.sids, self.ts, self.values, self.aggs = sids, ts, values, aggs
+
+    def __len__(self) -> int:
+        return len(self.sids)
+
+    def __iter__(self) -> Iterator[Obs]:
+        return map(_OBS, zip(self.sids, self.ts, self.values, self.aggs, strict=True))
+
+
 class PointsDecoder:
     """Decodes points messages, keeping each series' `Series` so a known id costs nothing."""
 
     def __init__(self) -> None:
         self._series: dict[int, Series] = {}
 
-    def decode(self, raw: bytes) -> tuple[list[Obs], dict[int, Series]]:
+    def decode(self, raw: bytes) -> tuple[Points | list[Obs], dict[int, Series]]:
         """The observations and the metadata of exactly the series they mention."""
         if raw.startswith(b'{"s"'):
             return _decode_v1(raw)
@@ -66,8 +83,10 @@ class PointsDecoder:
         known = self._series
         if not ids.issubset(known):
             self._learn(orjson.loads(raw[cut + 1 :]), ids)
-        obs = list(map(_OBS, zip(sids, ts, values, aggs, strict=True)))
-        return obs, dict(zip(ids, map(known.__getitem__, ids), strict=True))
+        if not len(sids) == len(ts) == len(values) == len(aggs):
+            raise ValueError("points message columns differ in length")
+        points = Points(sids, ts, values, aggs)
+        return points, dict(zip(ids, map(known.__getitem__, ids), strict=True))
 
     def _learn(self, doc: dict[str, list[object]], ids: set[int]) -> None:
         known = self._series
@@ -83,8 +102,10 @@ class PointsDecoder:
 
 
 def decode_points(raw: bytes) -> tuple[list[Obs], dict[int, Series]]:
-    """One points message (no cache kept: a long-lived consumer holds a `PointsDecoder`)."""
-    return PointsDecoder().decode(raw)
+    """One points message as a list (no cache kept: a long-lived consumer holds a
+    `PointsDecoder`)."""
+    points, meta = PointsDecoder().decode(raw)
+    return list(points), meta
 
 
 def _decode_v1(raw: bytes) -> tuple[list[Obs], dict[int, Series]]:

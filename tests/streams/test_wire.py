@@ -37,14 +37,15 @@ def test_every_message_carries_its_metadata_for_any_decoder() -> None:
     enc = PointsEncoder(META)
     enc.encode(OBS)  # the encoder's cache is warm: later messages still carry the metadata
     raw = enc.encode(OBS[:1])
-    assert PointsDecoder().decode(raw) == (OBS[:1], {series_id(CPU): CPU})
+    points, meta = PointsDecoder().decode(raw)
+    assert (list(points), meta) == (OBS[:1], {series_id(CPU): CPU})
 
 
 def test_decoder_reuses_known_series_and_returns_only_those_mentioned() -> None:
     dec = PointsDecoder()
     _, first = dec.decode(encode_points(OBS, META))
     obs, meta = dec.decode(encode_points(OBS[1:2], META))
-    assert obs == OBS[1:2] and meta == {series_id(LAT): LAT}
+    assert list(obs) == OBS[1:2] and meta == {series_id(LAT): LAT}
     assert meta[series_id(LAT)] is first[series_id(LAT)]
 
 
