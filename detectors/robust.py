@@ -184,18 +184,7 @@ class RobustDetector:
         slots = int(round(cycle))
         self._reset(slots, slots / cycle)
         # the profile from whole cycles, then replay the buffer through the seasonal model
-        values = buf.tolist()
-        first = len(values) - int(len(values) // cycle * cycle)
-        sums, counts = [0.0] * slots, [0] * slots
-        ratio = st[core.RATIO]
-        for i in range(first, len(values)):
-            k = int((i * ratio) % slots)
-            sums[k] += values[i]
-            counts[k] += 1
-        mean = sum(values[first:]) / (len(values) - first)
-        for k in range(slots):
-            self.season_[k] = sums[k] / counts[k] - mean if counts[k] else 0.0
-        st[core.SEEN] = len(values) - first
+        st[core.SEEN] = core.fit_profile(buf, cycle, self.season_, st[core.RATIO])
         core.learn_many(st, self.season_, self.rec_, buf)
         st[core.LAST_T], st[core.STEP] = last_t, step
         calendar = any(abs(c / step - slots) < 0.01 for c in (86_400.0, 3_600.0, 604_800.0))

@@ -376,6 +376,26 @@ def learn(st: np.ndarray, season: np.ndarray, rec: np.ndarray, y: float, t: floa
 
 
 @njit(cache=True)
+def fit_profile(values: np.ndarray, cycle: float, season: np.ndarray, ratio: float) -> int:
+    """The seasonal profile (offsets from the mean) from the whole cycles at the end of
+    `values`, `ratio` slots a point; returns how many points it used."""
+    slots = season.shape[0]
+    n = values.shape[0]
+    first = n - int(n // cycle * cycle)
+    sums, counts = np.zeros(slots), np.zeros(slots, np.int64)
+    total = 0.0
+    for i in range(first, n):
+        k = int((i * ratio) % slots)
+        sums[k] += values[i]
+        counts[k] += 1
+        total += values[i]
+    mean = total / (n - first)
+    for k in range(slots):
+        season[k] = sums[k] / counts[k] - mean if counts[k] else 0.0
+    return n - first
+
+
+@njit(cache=True)
 def learn_many(st: np.ndarray, season: np.ndarray, rec: np.ndarray, ys: np.ndarray) -> None:
     """Learn values without timestamps (the buffer replayed once a cycle is found)."""
     for y in ys:
