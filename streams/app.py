@@ -25,6 +25,7 @@ import faust
 import orjson
 
 from detectors.episodes import Episode
+from detectors.model import warm_up
 from detectors.multivariate import ServiceModel
 from detectors.registry import model_factory
 from ingest.cardinality import CardinalityGuard
@@ -210,6 +211,7 @@ def build_app(
         window_s=settings.window_s, lateness_s=settings.lateness_s, threshold=settings.threshold,
         lag_threshold=settings.queue_lag_threshold, horizon_s=settings.forecast_horizon_s,
     )  # fmt: skip
+    warm_up(stage.make_detector)  # compiled code loaded now, not on the first message
     app.stormwatch_stage = stage  # type: ignore[attr-defined]
     points_sink = ClickHouseSink(store, f"{db}.points", POINT_COLUMNS)
     episodes_sink = ClickHouseSink(store, f"{db}.anomalies", EPISODE_COLUMNS)

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import pickle
 import random
+import subprocess
+import sys
 from functools import partial
 
 import pytest
@@ -117,3 +119,48 @@ def test_apply_feedback_new_normal_rebaselines_now() -> None:
 def test_apply_feedback_unknown_label_raises() -> None:
     with pytest.raises(DetectorsError, match="unknown label"):
         model().apply_feedback("maybe")
+
+
+WARM_SCRIPT = """
+import sys
+from numba.core.dispatcher import Dispatcher
+from detectors.model import warm_up
+from detectors.registry import model_factory
+from streams.detect import DetectStage
+from streams.series import AGG_LAST, Obs, make_series, series_id
+
+make = model_factory()
+if sys.argv[1] == "warm":
+    warm_up(make)
+loads = []
+real = Dispatcher._compile_for_args
+
+def spy(self, *args, **kw):
+    loads.append(self.py_func.__name__)
+    return real(self, *args, **kw)
+
+Dispatcher._compile_for_args = spy
+s = make_series("metric", "cpu", "svc", host="a")
+stage = DetectStage(make)
+ys = [10 + (i % 24) / 3 + (15 if 250 < i < 270 else 0) for i in range(400)]
+stage.add([Obs(series_id(s), i * 10_000, y, AGG_LAST) for i, y in enumerate(ys)],
+          {series_id(s): s}, "m1")
+assert stage.drain().rows == 400
+print(",".join(sorted(set(loads))))
+"""
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_after_warm_up_a_workers_first_message_loads_no_compiled_code(warm: bool) -> None:
+    """numba loads (or compiles) a function on its first call: the warm-up takes that cost
+    at start, not in the first verdicts' latency (a fresh interpreter each: loaded code
+    stays loaded)."""
+    out = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", WARM_SCRIPT, "warm" if warm else "cold"],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout.strip()  # fmt: skip
+    loads = set(out.split(",")) - {""}
+    if warm:
+        assert loads == set()
+    else:  # the check can see a load: without the warm-up the first message pays it
+        assert "run" in loads
