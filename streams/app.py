@@ -35,9 +35,8 @@ from ingest.redact import Redactor
 from stormwatch.settings import StormwatchSettings
 from stormwatch.store import Store, StoreError
 from streams.detect import DRIFT_COLUMNS, POINT_COLUMNS, SHADOW_COLUMNS, DetectStage
-from streams.normalize import Normalizer
+from streams.normalize import Columns, KnownMetrics, Normalizer
 from streams.runner import Modulo, StageRunner, write_with_retry
-from streams.series import Obs
 from streams.services import (
     ServicePoint,
     ServicePoints,
@@ -159,17 +158,20 @@ def build_app(
     guard = CardinalityGuard()  # defaults: 1k series per name, 10k per service, 500k in all
     otlp_state = OtlpState()  # per worker: previous cumulative points, publish spans seen
     normalizer = Normalizer(admit=guard.admit)
+    known = KnownMetrics(t.partitions)  # metric series seen before skip redact + normalize
     points_encoder = PointsEncoder(normalizer.meta)  # each series' metadata encoded once
 
     async def normalize_batch(events: list[Any], decode: Callable[[bytes], Any]) -> None:
         """decode → redact → normalize (cap inside) → DLQ / points, for one take() batch."""
-        by_part: dict[int, list[Obs]] = defaultdict(list)
+        by_part: dict[int, Columns] = defaultdict(lambda: ([], [], [], []))
         for ev in events:
             msg = ev.message
             try:
                 good, bad = decode(ev.value)
-                good = redactor.events(good)
-                obs = normalizer.observations(good)
+                rest = known.take(good, by_part)  # metric series seen before: no more work
+                clean = redactor.events(rest)
+                obs = normalizer.observations(clean)
+                known.learn(rest, clean, normalizer)
             except Exception as e:  # noqa: BLE001 - nothing escapes an agent (it would ack)
                 good, obs = [], []
                 bad = [Reject(-1, f"internal error: {type(e).__name__}: {e}", ev.value)]
@@ -181,13 +183,17 @@ def build_app(
                 text = redactor.text(r.payload.decode("utf-8", "replace"))
                 r = Reject(r.item, r.reason, text.encode())
                 await dlq_topic.send(value=dlq_record(msg.topic, msg.partition, msg.offset, r))
-            for o in obs:
-                by_part[partition_of(o.series_id, t.partitions)].append(o)
+            for sid, ts_ms, value, agg in obs:
+                c = by_part[partition_of(sid, t.partitions)]
+                c[0].append(sid)
+                c[1].append(ts_ms)
+                c[2].append(value)
+                c[3].append(agg)
         stats.values["normalize.unmodeled"] = guard.unmodeled
         stats.values["normalize.redacted"] = redactor.redacted
         stats.values["normalize.series"] = guard.series
-        for p, obs in by_part.items():
-            await points_topic.send(value=points_encoder.encode(obs), partition=p)
+        for p, cols in by_part.items():
+            await points_topic.send(value=points_encoder.encode_columns(cols), partition=p)
 
     @app.agent(raw_topic)
     async def normalize(stream: faust.StreamT) -> None:

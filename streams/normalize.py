@@ -13,6 +13,7 @@ from collections.abc import Callable, Hashable, Iterable
 from ingest.fingerprint import fingerprint, normalize_statement
 from ingest.models import DB, METRIC, QUEUE, SPAN, AnyEvent
 from streams.series import AGG_LAST, AGG_MEAN, AGG_RATE, Obs, Series, make_series, series_id
+from streams.wire import partition_of
 
 _KEYS_MAX = 100_000  # raw metric keys remembered; past it the cache starts over
 
@@ -89,3 +90,45 @@ class Normalizer:
                     s = make_series("db", name, e.service, **labels)
                     add(self._sid(s), ts, value, AGG_MEAN)
         return out
+
+
+Columns = tuple[list[int], list[int], list[float], list[int]]  # ids, ts ms, values, aggs
+
+
+class KnownMetrics:
+    """The stream's shortcut for metric events seen before: (name, service, labels as sent)
+    → (series id, points partition) of series the redactor left unchanged and the cap
+    admitted. Such an event skips redaction and normalization (one dict lookup) and lands in
+    its partition's columns; any other event takes the full path, and teaches this map."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self._ids: dict[Hashable, tuple[int, int]] = {}
+
+    def take(self, events: list[AnyEvent], by_part: dict[int, Columns]) -> list[AnyEvent]:
+        """Append the known metric events to `by_part`; return the others, in order."""
+        ids, rest = self._ids, []
+        for e in events:
+            if type(e) in METRIC:
+                hit = ids.get((e.name, e.service, tuple(e.labels.items())))
+                if hit is not None:
+                    c = by_part[hit[1]]
+                    c[0].append(hit[0])
+                    c[1].append(int(e.ts * 1000))
+                    c[2].append(e.value)
+                    c[3].append(AGG_LAST)
+                    continue
+            rest.append(e)
+        return rest
+
+    def learn(self, sent: list[AnyEvent], redacted: list[AnyEvent], norm: Normalizer) -> None:
+        """After the full path: remember the metric series whose events it did not change."""
+        ids = self._ids
+        for e, r in zip(sent, redacted, strict=True):
+            if r is e and type(e) in METRIC:
+                key = (e.name, e.service, tuple(e.labels.items()))
+                sid = norm._metric_ids.get(key)
+                if sid is not None and key not in ids:
+                    if len(ids) >= _KEYS_MAX:
+                        ids.clear()
+                    ids[key] = (sid, partition_of(sid, self.partitions))

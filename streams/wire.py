@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
+from typing import Any
 
 import orjson
 
@@ -31,7 +32,10 @@ class PointsEncoder:
         self._fragments: dict[int, bytes] = {}
 
     def encode(self, obs: Sequence[Obs]) -> bytes:
-        cols = list(zip(*obs, strict=True)) if obs else [(), (), (), ()]
+        return self.encode_columns(list(zip(*obs, strict=True)) if obs else [(), (), (), ()])
+
+    def encode_columns(self, cols: Sequence[Sequence[Any]]) -> bytes:
+        """A message from columns: ids, ts ms, values, aggs."""
         ids = set(cols[0])
         frags = self._fragments
         new = ids.difference(frags)

@@ -1,0 +1,70 @@
+"""The stream's shortcut for known metric series gives what the full path gives, and never
+skips a redaction or the cardinality cap."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from ingest.cardinality import CardinalityGuard, CardinalityLimits
+from ingest.models import records_json
+from ingest.redact import Redactor
+from streams.normalize import Columns, KnownMetrics, Normalizer
+from streams.wire import partition_of
+
+PARTS = 4
+
+
+def run(batches: list[bytes], guard: CardinalityGuard | None = None) -> tuple[Any, ...]:
+    """The normalize agent's steps over `batches`: points per partition, redactions counted."""
+    red, known = Redactor(), KnownMetrics(PARTS)
+    norm = Normalizer(admit=(guard or CardinalityGuard()).admit)
+    by_part: dict[int, Columns] = defaultdict(lambda: ([], [], [], []))
+    for raw in batches:
+        good = records_json(raw)
+        assert good is not None
+        rest = known.take(good, by_part)
+        clean = red.events(rest)
+        for sid, ts, value, agg in norm.observations(clean):
+            c = by_part[partition_of(sid, PARTS)]
+            for col, v in zip(c, (sid, ts, value, agg), strict=True):
+                col.append(v)
+        known.learn(rest, clean, norm)
+    points = sorted(p for cols in by_part.values() for p in zip(*cols, strict=True))
+    parts_ok = all(partition_of(sid, PARTS) == p for p, c in by_part.items() for sid in c[0])
+    return points, red.redacted, norm.meta, parts_ok
+
+
+def batch(values: list[tuple[str, str, float]], t0: int) -> bytes:
+    import orjson
+
+    return orjson.dumps([
+        {"kind": "metric", "name": "cpu", "service": "api", "value": v, "ts": t0 + i,
+         "labels": {"host": host, "owner": owner}}
+        for i, (host, owner, v) in enumerate(values)
+    ])  # fmt: skip
+
+
+def test_known_series_take_the_shortcut_to_the_same_points() -> None:
+    rows = [("a", "ops", 1.0), ("b", "ops", 2.0)]
+    batches = [batch(rows, 100 + 10 * k) for k in range(3)]
+    points, redacted, meta, parts_ok = run(batches)
+    one_by_one = [run([b]) for b in batches]  # each batch on a fresh path: no shortcut taken
+    assert points == sorted(p for r in one_by_one for p in r[0])
+    assert len(points) == 6 and parts_ok and redacted == 0 and len(meta) == 2
+
+
+def test_a_label_that_needs_redaction_is_redacted_every_time() -> None:
+    rows = [("a", "jane.doe@example.com", 1.0)]
+    _, redacted, meta, _ = run([batch(rows, 100 + k) for k in range(3)])
+    assert redacted == 3  # never remembered as clean: each event is redacted
+    [series] = meta.values()
+    assert dict(series.labels)["owner"] == "<email>"
+
+
+def test_a_series_the_cap_refused_is_never_remembered() -> None:
+    guard = CardinalityGuard(CardinalityLimits(per_name=1))
+    rows = [("a", "ops", 1.0), ("b", "ops", 2.0)]
+    points, _, meta, _ = run([batch(rows, 100 + 10 * k) for k in range(3)], guard)
+    assert len(meta) == 1 and len(points) == 3
+    assert guard.unmodeled == 3  # host b counted each time, not skipped by a shortcut
