@@ -90,8 +90,6 @@ def run_latency(
             TelemetryProducer(broker.bootstrap, t.raw, key=k, batch_size=max(1, per_tick // 4))
             for k in partition_keys(4)
         ]
-        for p in prods:
-            p._lock = threading.RLock()  # type: ignore[assignment]  # see ceiling.produce_stream
         sids = [series_id(metric_series(i)) for i in range(series)]
         watch = EpisodeWatch(broker.bootstrap, t.anomalies, t.partitions)
         with running(settings, 1, log or Path(tmp) / "pipeline.log"):

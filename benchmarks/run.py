@@ -54,7 +54,11 @@ def table(rows: list[tuple[str, ...]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--series", type=int, default=2000)
-    p.add_argument("--points", type=int, default=200_000, help="points in the pre-produced stream")
+    # 500 points a series: each series goes through its cycle search and well past it, and
+    # each pipeline run lasts long enough (~10 s) that start-up and one rebalance are noise
+    p.add_argument(
+        "--points", type=int, default=1_000_000, help="points in the pre-produced stream"
+    )
     p.add_argument("--latency-seconds", type=float, default=20.0)
     p.add_argument("--memory-points", type=int, default=16, help="points per series (memory)")
     p.add_argument("--profile", type=Path, help="py-spy raw stacks of the 1-worker `up` here")
