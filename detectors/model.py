@@ -189,9 +189,13 @@ class SeriesModel:
         while True:
             j, what = core.run(det.st_, det.season_, det.rec_, det.buf_, det.more_, self.m_,
                                self.rec_, ts, ys, j, end, score, band, raw, flags)  # fmt: skip
-            if what != core.GROW:
+            if what == core.SEARCH:  # point j is scored and learned up to its period search
+                det.after_learn(rc.LEARN_SEARCH, float(ys[j]), float(ts[j]))
+                j += 1
+            elif what == core.GROW:
+                det.grow()
+            else:
                 return j
-            det.grow()
 
     def _drift(self, kind: str) -> DriftEvent:
         m, settle = self.m_, self.settle

@@ -40,7 +40,7 @@ PH_ALPHA = 1 - 0.0001
 # flags of a scored point
 FLAGGED, FALLBACK = 1, 2
 # what `run` says
-DONE, POINT, GROW = 0, 1, 2
+DONE, POINT, GROW, SEARCH = 0, 1, 2, 3
 
 
 @njit(cache=True)
@@ -172,14 +172,17 @@ def run(
     """Score then learn ys[j:n] with the robust detector and the model around it, as
     `SeriesModel.update` does point by point, writing the verdicts at the same indices (a
     message's series share the arrays, each its own range). Stops at a point the object must
-    take (POINT) or a full search buffer (GROW): (index, what); (n, DONE) when all are done."""
+    take (POINT) or a full search buffer (GROW): (index, what); (n, DONE) when all are done.
+    A period search due at a point is the object's, but only that: the point is scored and
+    learned up to the search, and (index, SEARCH) asks for `RobustDetector.after_learn`."""
     thr = m[THRESH]
     while j < n:
         y, t = ys[j], ts[j]
         need = rc.needs_python(st, buf, y, t)
         if need == rc.PY_GROW:
             return j, GROW
-        if need == rc.PY_POINT or event_due(m, y):
+        search = need == rc.PY_POINT and st[rc.NBUF] >= 0  # not a re-fit: no buffer then
+        if (need == rc.PY_POINT and not search) or event_due(m, y):
             return j, POINT
         score = rc.score(st, season, y, t)
         expected, lower, upper = rc.band(st, season)
@@ -188,11 +191,16 @@ def run(
             score, expected, lower, upper = fallback(m, rec, y)
         raw = score
         score = judge(m, y, score, expected, upper)
+        status = rc.LEARN_DONE
         if y == y and not math.isinf(y):
-            rc.learn_point(st, season, drec, buf, more, y, t, False)
+            status = rc.learn_point(st, season, drec, buf, more, y, t, False)
+        # the model's learning does not read the detector's: its order against the search's
+        # does not matter, and with no event due (checked above) it settles none
         learn(m, rec, y, expected, upper, fell_back, raw < 0.6)
         out_score[j], out_raw[j] = score, raw
         out_band[j, 0], out_band[j, 1], out_band[j, 2] = expected, lower, upper
         out_flags[j] = (FLAGGED if score >= thr else 0) | (FALLBACK if fell_back else 0)
+        if status == rc.LEARN_SEARCH:
+            return j, SEARCH
         j += 1
     return n, DONE

@@ -137,7 +137,12 @@ class RobustDetector:
         t = x.get("t", math.nan)
         if core.needs_python(self.st_, self.buf_, y, t) == core.PY_GROW:
             self.grow()
-        status = self._learn_point(y, t, False)
+        self.after_learn(self._learn_point(y, t, False), y, t)
+
+    def after_learn(self, status: int, y: float, t: float) -> None:
+        """The rare steps learning y at t asked for (`robust_core.learn_point`'s status): the
+        period search, then the point learned with what it found; the re-fit. The compiled
+        batch path calls this too."""
         st = self.st_
         if status == core.LEARN_SEARCH:
             self._try_period()
