@@ -152,7 +152,33 @@ class NativeBlocks:
         ).rows  # fmt: skip
         if not rows:
             raise StoreError(f"insert into {table}: no such table")
-        return {n: get_from_name(t) for n, t in rows}
+        return {n: _fast_low_card(get_from_name(t)) for n, t in rows}
+
+
+def _lc_dictionary(column: Sequence[Any], _ctx: Any) -> tuple[list[Any], list[int]]:
+    """clickhouse-connect's LowCardinality dictionary (values in first-appearance order, a key
+    per row) built with C-speed builtins: its per-row Python loop was most of a block's cost
+    (~1 us of the 1.7 us a `points` row took, 6 such columns)."""
+    index = list(dict.fromkeys(column))
+    pos = {v: i for i, v in enumerate(index)}
+    return index, list(map(pos.__getitem__, column))
+
+
+def _fast_low_card(t: Any) -> Any:
+    """A private copy of a column type whose non-nullable LowCardinality parts (the column, or
+    a Map's keys) build their dictionary with `_lc_dictionary`; the same bytes (tested). The
+    library's shared type objects are left as they are."""
+    import copy
+
+    if getattr(t, "low_card", False) and not getattr(t, "nullable", False):
+        t = copy.copy(t)
+        t._build_lc_dictionary = _lc_dictionary
+    elif getattr(t, "key_type", None) is not None and not isinstance(t.key_type, type):
+        key = _fast_low_card(t.key_type)
+        if key is not t.key_type:
+            t = copy.copy(t)
+            t.key_type = key
+    return t
 
 
 class RemoteStore:
