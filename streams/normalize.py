@@ -38,6 +38,10 @@ class Normalizer:
             self.meta[sid] = s
         return sid
 
+    def metric_id(self, key: Hashable) -> int | None:
+        """The id of an admitted metric series by (name, service, labels as sent), if known."""
+        return self._metric_ids.get(key)
+
     def _metric_sid(self, key: tuple[str, str, tuple[tuple[str, str], ...]]) -> int | None:
         name, service, items = key
         sid = self._sid(Series("metric", name, service, tuple(sorted(items))))
@@ -127,7 +131,7 @@ class KnownMetrics:
         for e, r in zip(sent, redacted, strict=True):
             if r is e and type(e) in METRIC:
                 key = (e.name, e.service, tuple(e.labels.items()))
-                sid = norm._metric_ids.get(key)
+                sid = norm.metric_id(key)
                 if sid is not None and key not in ids:
                     if len(ids) >= _KEYS_MAX:
                         ids.clear()
