@@ -166,15 +166,19 @@ def build_app(
         by_part: dict[int, Columns] = defaultdict(lambda: ([], [], [], []))
         for ev in events:
             msg = ev.message
+            mine: dict[int, Columns] = defaultdict(lambda: ([], [], [], []))
             try:
                 good, bad = decode(ev.value)
-                rest = known.take(good, by_part)  # metric series seen before: no more work
+                rest = known.take(good, mine)  # metric series seen before: no more work
                 clean = redactor.events(rest)
                 obs = normalizer.observations(clean)
                 known.learn(rest, clean, normalizer)
             except Exception as e:  # noqa: BLE001 - nothing escapes an agent (it would ack)
-                good, obs = [], []
+                good, obs, mine = [], [], {}  # all of the message goes to the DLQ, none on
                 bad = [Reject(-1, f"internal error: {type(e).__name__}: {e}", ev.value)]
+            for p, cols in mine.items():
+                for into, col in zip(by_part[p], cols, strict=True):
+                    into += col
             stats.add("normalize.messages")
             stats.add("normalize.events", len(good))
             for r in bad:
