@@ -18,6 +18,11 @@ from streams.wire import partition_of
 _KEYS_MAX = 100_000  # raw metric keys remembered; past it the cache starts over
 
 
+def metric_key(e: AnyEvent) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """A metric event's series as sent (labels unsorted): the key of both id caches."""
+    return (e.name, e.service, tuple(e.labels.items()))  # type: ignore[union-attr]
+
+
 class Normalizer:
     """Keeps the id of every series it has seen so the hash is computed once per series."""
 
@@ -62,7 +67,7 @@ class Normalizer:
 
         for e in events:
             if type(e) in METRIC:
-                key = (e.name, e.service, tuple(e.labels.items()))
+                key = metric_key(e)
                 sid = metric_ids.get(key)
                 if sid is None and (sid := self._metric_sid(key)) is None:
                     continue
@@ -114,7 +119,7 @@ class KnownMetrics:
         ids, rest = self._ids, []
         for e in events:
             if type(e) in METRIC:
-                hit = ids.get((e.name, e.service, tuple(e.labels.items())))
+                hit = ids.get(metric_key(e))
                 if hit is not None:
                     c = by_part[hit[1]]
                     c[0].append(hit[0])
@@ -130,7 +135,7 @@ class KnownMetrics:
         ids = self._ids
         for e, r in zip(sent, redacted, strict=True):
             if r is e and type(e) in METRIC:
-                key = (e.name, e.service, tuple(e.labels.items()))
+                key = metric_key(e)
                 sid = norm.metric_id(key)
                 if sid is not None and key not in ids:
                     if len(ids) >= _KEYS_MAX:
