@@ -173,7 +173,7 @@ def _fast_low_card(t: Any) -> Any:
     if getattr(t, "low_card", False) and not getattr(t, "nullable", False):
         t = copy.copy(t)
         t._build_lc_dictionary = _lc_dictionary
-    elif getattr(t, "key_type", None) is not None and not isinstance(t.key_type, type):
+    elif getattr(t, "key_type", None) is not None:  # a Map: its keys may be LowCardinality
         key = _fast_low_card(t.key_type)
         if key is not t.key_type:
             t = copy.copy(t)
