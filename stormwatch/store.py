@@ -50,6 +50,13 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+# ReplacingMergeTree tables would otherwise collapse each inserted block by its key on the way
+# in: ~2 us of engine CPU a `points` row, four times the rest of the insert (measured in
+# docs/performance.md). Duplicates are collapsed by merges and by FINAL, which every exact
+# read uses, so the insert-time pass buys nothing the reads rely on.
+INSERT_SETTINGS = {"optimize_on_insert": 0}
+
+
 class ClickHouseStore:
     """A clickhouse-connect client (chdb or HTTP) behind a lock: chdb is not re-entrant."""
 
@@ -99,7 +106,9 @@ class ClickHouseStore:
             return
         with self._lock:
             try:
-                self._client.raw_insert(table, list(columns), insert_block=body, fmt="Native")
+                self._client.raw_insert(
+                    table, list(columns), insert_block=body, fmt="Native", settings=INSERT_SETTINGS
+                )
             except Exception as e:
                 raise StoreError(self._scrub(f"insert into {table}: {str(e).strip()[:500]}")) from e
 
