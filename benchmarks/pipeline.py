@@ -114,8 +114,9 @@ def running(settings: StormwatchSettings, workers: int, log: Path) -> Iterator[l
 
 
 @contextmanager
-def profiled(pid: int, path: Path | None) -> Iterator[None]:
-    """py-spy (if installed and allowed) samples `pid` while the block runs."""
+def profiled(pid: int, path: Path | None, gil: bool = False) -> Iterator[None]:
+    """py-spy (if installed and allowed) samples `pid` while the block runs; `gil`: only the
+    samples of the thread holding the GIL (what bounds one worker)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if path is None or not Path(spy).exists():
         yield
@@ -134,6 +135,7 @@ def profiled(pid: int, path: Path | None) -> Iterator[None]:
             "--output",
             str(path),
             "--nonblocking",
+            *(["--gil"] if gil else []),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -150,7 +152,11 @@ def profiled(pid: int, path: Path | None) -> Iterator[None]:
 
 
 def run_pipeline(
-    spec: StreamSpec, workers: int, profile: Path | None = None, keep_log: Path | None = None
+    spec: StreamSpec,
+    workers: int,
+    profile: Path | None = None,
+    keep_log: Path | None = None,
+    gil: bool = False,
 ) -> dict[str, Any]:
     from ingest.topics import ensure_topics
     from stormwatch.pipeline import topic_partitions
@@ -179,7 +185,7 @@ def run_pipeline(
                     return 0
                 return int(store.query(f"{q} WHERE {ONLY_METRICS}").rows[0][0])
 
-            with profiled(procs[0].pid, profile):
+            with profiled(procs[0].pid, profile, gil):
                 wait_for(
                     lambda: count() >= spec.points or any(p.poll() is not None for p in procs),
                     420,
@@ -222,9 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--series", type=int, default=2000)
     p.add_argument("--points", type=int, default=300_000)
     p.add_argument("--profile", type=Path, help="write py-spy raw stacks of `up` here")
+    p.add_argument("--gil", action="store_true", help="profile only the GIL holder's stacks")
     p.add_argument("--log", type=Path, help="keep the pipeline's log here")
     a = p.parse_args(argv)
-    out = run_pipeline(StreamSpec(series=a.series, points=a.points), a.workers, a.profile, a.log)
+    spec = StreamSpec(series=a.series, points=a.points)
+    out = run_pipeline(spec, a.workers, a.profile, a.log, a.gil)
     print(orjson.dumps(out).decode())
     return 0 if out["check"]["ok"] else 1
 
