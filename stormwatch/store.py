@@ -164,15 +164,6 @@ class NativeBlocks:
         return {n: _fast_low_card(get_from_name(t)) for n, t in rows}
 
 
-def load_insert_path() -> None:
-    """Import now what clickhouse-connect imports on a process's first insert: it looks for
-    pandas (installed here for river) to see whether the rows are a DataFrame. ~0.2 s under
-    the GIL that would otherwise land on a worker's first write, in its first rows' latency."""
-    from clickhouse_connect.driver import options
-
-    _ = options.pd
-
-
 def _lc_dictionary(column: Sequence[Any], _ctx: Any) -> tuple[list[Any], list[int]]:
     """clickhouse-connect's LowCardinality dictionary (values in first-appearance order, a key
     per row) built with C-speed builtins: its per-row Python loop was most of a block's cost

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from stormwatch.store import Store, StoreServer
 from streams.app import HEALTH_COLUMNS
@@ -135,35 +134,3 @@ def test_native_blocks_are_byte_for_byte_the_librarys(chdb_store: Store, db_sett
     got = chdb_store.query(f"SELECT count(), uniqExact(labels), countIf(expected IS NULL) "
                            f"FROM {table}").rows[0]  # fmt: skip
     assert got[0] == 30_008 and got[1] > 1 and got[2] > 0
-
-
-FIRST_INSERT = """
-import sys
-from stormwatch.store import ClickHouseStore, load_insert_path
-store = ClickHouseStore("chdb://" + sys.argv[2])
-store.command("CREATE TABLE t (a UInt32, s LowCardinality(String)) ENGINE = MergeTree ORDER BY a")
-if sys.argv[1] == "loaded":
-    load_insert_path()
-before = set(sys.modules)
-store.insert("t", ["a", "s"], [[1, 2], ["x", "y"]])
-print(",".join(sorted({m.split(".")[0] for m in set(sys.modules) - before})))
-"""
-
-
-def test_a_workers_first_insert_imports_nothing_once_the_insert_path_is_loaded(
-    tmp_path: Path,
-) -> None:
-    """clickhouse-connect imports pandas on a process's first insert (~0.2 s under the GIL):
-    a worker loads it at start, not in its first rows' latency. A fresh interpreter each."""
-    cold, warm = (
-        subprocess.run(  # noqa: S603
-            [sys.executable, "-c", FIRST_INSERT, how, str(tmp_path / how)],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=120,
-        ).stdout.strip()
-        for how in ("cold", "loaded")
-    )
-    assert "pandas" in cold.split(",")  # the check can see the import
-    assert warm == ""
