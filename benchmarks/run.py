@@ -2,6 +2,11 @@
 process against its own broker and engine; prints a table, the command lines that produced
 it, and `pipeline/ceiling: R (1 worker); 2 workers: S x one worker`.
 
+The throughput runs go in rounds (ceiling, 1 worker, 2 workers back to back, 3 rounds by
+default): a shared host's speed drifts by ±20 % within minutes, so each round's ratios are
+taken between neighbouring runs and the reported ratios are their medians. Every round's
+figures are printed.
+
 Exits non-zero if any run lost or duplicated points (counts and ids checked in ClickHouse with
 and without FINAL). Timings are reported, never judged: a slow machine does not fail it.
 """
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -32,6 +38,24 @@ def run(cmd: list[str], log: list[str]) -> dict[str, Any]:
     out["exit"] = p.returncode
     out["took_s"] = round(time.monotonic() - t0, 1)
     return out
+
+
+Round = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]  # ceiling, 1 worker, 2 workers
+
+
+def rate(r: dict[str, Any]) -> float:
+    return float(r.get("points_per_s") or 0)
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else 0.0
+
+
+def ratios(rounds: list[Round]) -> tuple[list[float], list[float]]:
+    """Each round's 1 worker / ceiling and 2 workers / 1 worker, between neighbouring runs."""
+    one = [rate(r[1]) / rate(r[0]) for r in rounds if rate(r[0]) and rate(r[1])]
+    two = [rate(r[2]) / rate(r[1]) for r in rounds if rate(r[1]) and rate(r[2])]
+    return one, two
 
 
 def fmt(v: Any) -> str:
@@ -61,27 +85,39 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--latency-seconds", type=float, default=20.0)
     p.add_argument("--memory-points", type=int, default=16, help="points per series (memory)")
+    p.add_argument("--rounds", type=int, default=3, help="throughput rounds (median reported)")
     p.add_argument("--profile", type=Path, help="py-spy raw stacks of the 1-worker `up` here")
     a = p.parse_args(argv)
+    if a.rounds < 1:
+        p.error("--rounds must be at least 1")
     py = sys.executable
     stream = ["--series", str(a.series), "--points", str(a.points)]
     cmds: list[str] = []
     t0 = time.monotonic()
 
-    ceiling = run([py, "-m", "benchmarks.ceiling", *stream], cmds)
     one_cmd = [py, "-m", "benchmarks.pipeline", "--workers", "1", *stream]
     if a.profile:
         one_cmd += ["--profile", str(a.profile)]
-    one = run(one_cmd, cmds)
-    two = run([py, "-m", "benchmarks.pipeline", "--workers", "2", *stream], cmds)
-    rate = max(100, round(one.get("points_per_s", 2000) / 2))
+    rounds: list[Round] = []
+    for k in range(a.rounds):
+        print(f"round {k + 1} of {a.rounds}: ceiling, 1 worker, 2 workers", file=sys.stderr)
+        rounds.append(
+            (
+                run([py, "-m", "benchmarks.ceiling", *stream], cmds),
+                run(one_cmd, cmds),
+                run([py, "-m", "benchmarks.pipeline", "--workers", "2", *stream], cmds),
+            )
+        )
+    one_ratios, two_ratios = ratios(rounds)
+    rate_1w = median([rate(r[1]) for r in rounds if rate(r[1])])
+    half = max(100, round(rate_1w / 2) if rate_1w else 1000)
     lat = run(
         [
             py,
             "-m",
             "benchmarks.latency",
             "--rate",
-            str(rate),
+            str(half),
             "--series",
             str(a.series),
             "--seconds",
@@ -97,36 +133,39 @@ def main(argv: list[str] | None = None) -> int:
         for n in (10_000, 100_000)
     ]
 
-    def checked(r: dict[str, Any]) -> str:
-        c = r.get("check")
-        if not c:
-            return "FAILED" if r.get("failed") else "-"
+    def checked_all(runs: list[dict[str, Any]]) -> str:
+        checks = [r.get("check") for r in runs]
+        if not all(checks):
+            return "FAILED"
+        c = checks[-1]
+        bad = sum(not x["ok"] for x in checks)  # type: ignore[index]
         return (
-            f"{'ok' if c['ok'] else 'LOST/DUPLICATED'} ({c['rows']:,} rows, {c['rows_final']:,}"
-            f" FINAL, {c['unique_ids']:,} ids of {c['expected']:,})"
+            f"{f'{bad} LOST/DUPLICATED' if bad else 'ok'} (each round: {c['rows']:,} rows, "
+            f"{c['rows_final']:,} FINAL, {c['unique_ids']:,} ids of {c['expected']:,})"
         )
 
-    cr = ceiling.get("points_per_s") or 0
-    r1, r2 = one.get("points_per_s") or 0, two.get("points_per_s") or 0
-    rows: list[tuple[str, ...]] = [("benchmark", "result", "detail", "points check")]
-    rows.append(
-        (
-            "ceiling (raw path, 1 process)",
-            f"{fmt(cr)} points/s",
-            f"{fmt(ceiling.get('inserts'))} inserts of <= {fmt(ceiling.get('block'))} rows",
-            checked(ceiling),
-        )
-    )
-    for name, r in (("pipeline, 1 worker", one), ("pipeline, 2 workers", two)):
+    rows: list[tuple[str, ...]] = [("benchmark", "result (median)", "detail", "points check")]
+    names = ("ceiling (raw path, 1 process)", "pipeline, 1 worker", "pipeline, 2 workers")
+    for i, name in enumerate(names):
+        runs = [r[i] for r in rounds]
+        each = ", ".join(fmt(round(rate(r))) for r in runs)
+        if i == 0:
+            detail = f"rounds: {each}; {fmt(runs[0].get('block'))}-row inserts"
+        else:
+            ratio = one_ratios if i == 1 else two_ratios
+            of = "of ceiling" if i == 1 else "x one worker"
+            steady = ", ".join(fmt(r.get("steady_points_per_s")) for r in runs)
+            detail = (
+                f"rounds: {each} = {', '.join(f'{x:.2f}' for x in ratio)} {of}; "
+                f"after the first 20% of rows: {steady}"
+            )
         rows.append(
             (
                 name,
-                f"{fmt(r.get('points_per_s'))} points/s",
-                f"{fmt(r.get('seconds'))} s first->last row; "
-                f"{fmt(r.get('steady_points_per_s'))}/s after the first 20%; "
-                f"{fmt(r.get('points_per_s', 0) / cr if cr else None)} of ceiling",
-                checked(r),
-            )
+                f"{fmt(round(median([rate(r) for r in runs])))} points/s",
+                detail,
+                checked_all(runs),
+            )  # fmt: skip
         )
     lat_ok = "ok" if lat.get("ok") else "LOST/DUPLICATED" if "ok" in lat else "FAILED"
     rows.append(
@@ -159,14 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(rows))
     print(f"\nall runs took {time.monotonic() - t0:.0f} s; commands (from the repository root):")
-    for c in cmds:
-        print(f"  {c}")
-    ok = all(r.get("check", {}).get("ok") for r in (ceiling, one, two)) and bool(lat.get("ok"))
+    for c in dict.fromkeys(cmds):
+        times = cmds.count(c)
+        print(f"  {c}" + (f"  (x {times})" if times > 1 else ""))
+    runs = [r for rnd in rounds for r in rnd]
+    ok = all(r.get("check", {}).get("ok") for r in runs) and bool(lat.get("ok"))
     ok = ok and all(not m.get("failed") for m in mem)
     if not ok:
         print("\nFAILED: a run lost or duplicated points, or did not finish (see above)")
-    ratio = f"{r1 / cr:.2f}" if cr else "n/a"
-    scale = f"{r2 / r1:.2f}" if r1 else "n/a"
+    ratio = f"{median(one_ratios):.2f}" if one_ratios else "n/a"
+    scale = f"{median(two_ratios):.2f}" if two_ratios else "n/a"
     print(f"pipeline/ceiling: {ratio} (1 worker); 2 workers: {scale} x one worker")
     return 0 if ok else 1
 
