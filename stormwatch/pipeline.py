@@ -253,17 +253,18 @@ def run_faust(app: object) -> None:
 def run_worker(settings: StormwatchSettings, out: IO[str] = sys.stdout) -> int:
     """One more worker in the consumer group: no broker, no engine of its own. With the
     embedded engine it writes through the `stormwatch up` process that owns it."""
-    from stormwatch.store import RemoteStore, StoreError
+    from stormwatch.store import wait_for_engine
     from streams.app import build_app
 
-    store = open_store(settings)
-    if settings.embedded_clickhouse and not isinstance(store, RemoteStore):
-        store.close()
-        raise StoreError(
-            f"no stormwatch process owns {settings.chdb_path}: start `stormwatch up` first "
-            "(chdb allows one process per data directory), or use a ClickHouse server DSN"
-        )
-    if not settings.embedded_clickhouse:  # a server: this worker may be the first one up
+    def waiting() -> None:
+        out.write(f"worker: waiting up to {settings.engine_wait_s:g} s for `stormwatch up` to "
+                  f"serve the engine in {settings.chdb_path}\n")  # fmt: skip
+        out.flush()
+
+    if settings.embedded_clickhouse:
+        store: Store = wait_for_engine(settings, settings.engine_wait_s, waiting)
+    else:  # a server: this worker may be the first one up
+        store = open_store(settings)
         from ingest.topics import ensure_topics
 
         create_schema(store, settings)

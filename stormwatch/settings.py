@@ -49,6 +49,9 @@ class StormwatchSettings(BaseSettings):
     threshold: float = Field(0.9, gt=0, lt=1)
     retention_days: int = Field(30, ge=1)
     query_port: int = Field(0, ge=0, le=65535, description="embedded engine's query port; 0 = free")
+    engine_wait_s: float = Field(
+        60.0, ge=0, description="how long a `stormwatch worker` waits for `up` to serve its engine"
+    )
     broker_session_timeout_s: float = Field(6.0, gt=0)
     queue_lag_threshold: float | None = Field(
         1000.0, gt=0, description="forecast queue lag crossing this (predicted breach); None: off"

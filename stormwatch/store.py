@@ -12,7 +12,8 @@ import json
 import os
 import secrets
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -282,15 +283,46 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def engine_owner(settings: StormwatchSettings) -> dict[str, Any] | None:
+    """Where the live process serving this data directory's embedded engine listens, if any."""
+    try:
+        info = json.loads(_engine_file(settings).read_text())
+    except (OSError, ValueError):  # none, or its owner is writing it right now
+        return None
+    pid = info.get("pid") if isinstance(info, dict) else None
+    return info if isinstance(pid, int) and _pid_alive(pid) else None
+
+
+def wait_for_engine(
+    settings: StormwatchSettings, timeout: float, waiting: Callable[[], None] = lambda: None
+) -> RemoteStore:
+    """The store served by the process that owns the embedded engine, waiting up to `timeout`
+    seconds for it: a worker started together with `stormwatch up` (by a process manager, or
+    a benchmark) must neither fail nor open the engine itself meanwhile. `waiting` is called
+    once if it has to wait."""
+    deadline = time.monotonic() + timeout
+    told = False
+    while (info := engine_owner(settings)) is None:
+        if time.monotonic() >= deadline:
+            raise StoreError(
+                f"no stormwatch process owns {settings.chdb_path} (waited {timeout:g} s): start "
+                "`stormwatch up` first (chdb allows one process per data directory), or use a "
+                "ClickHouse server DSN"
+            )
+        if not told:
+            waiting()
+            told = True
+        time.sleep(0.1)
+    return RemoteStore(info["url"], info["token"])
+
+
 def open_store(settings: StormwatchSettings, *, own: bool = False) -> Store:
     """The store for these settings; `own=True` opens chdb here (the pipeline process)."""
     if not settings.embedded_clickhouse:
         return ClickHouseStore(settings.clickhouse_dsn)
-    info_path = _engine_file(settings)
-    if info_path.exists() and not own:
-        info = json.loads(info_path.read_text())
-        if _pid_alive(info["pid"]) and info["pid"] != os.getpid():
-            return RemoteStore(info["url"], info["token"])
+    info = None if own else engine_owner(settings)
+    if info is not None and info["pid"] != os.getpid():
+        return RemoteStore(info["url"], info["token"])
     try:
         return ClickHouseStore(settings.clickhouse_dsn)
     except StoreError as e:

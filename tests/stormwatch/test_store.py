@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 
-from stormwatch.store import Store, StoreServer
+import pytest
+
+from stormwatch.store import RemoteStore, Store, StoreError, StoreServer, wait_for_engine
 from streams.app import HEALTH_COLUMNS
 
 
@@ -134,3 +137,25 @@ def test_native_blocks_are_byte_for_byte_the_librarys(chdb_store: Store, db_sett
     got = chdb_store.query(f"SELECT count(), uniqExact(labels), countIf(expected IS NULL) "
                            f"FROM {table}").rows[0]  # fmt: skip
     assert got[0] == 30_008 and got[1] > 1 and got[2] > 0
+
+
+def test_a_worker_waits_for_up_to_serve_the_engine_and_never_opens_it(
+    chdb_store: Store, db_settings
+) -> None:  # type: ignore[no-untyped-def]
+    """A worker started together with `up` (a process manager, compose) waits for the engine's
+    owner instead of failing, and gives up with a clear error when none comes."""
+    with pytest.raises(StoreError, match=r"no stormwatch process owns .*waited 0.3 s"):
+        wait_for_engine(db_settings, 0.3)
+    told: list[bool] = []
+    servers: list[StoreServer] = []
+    timer = threading.Timer(0.5, lambda: servers.append(StoreServer(chdb_store, db_settings)))
+    timer.start()
+    try:
+        remote = wait_for_engine(db_settings, 30, lambda: told.append(True))
+        assert isinstance(remote, RemoteStore) and told == [True]
+        db = db_settings.database
+        assert remote.query(f"SELECT count() FROM {db}.points").rows == [(0,)]
+    finally:
+        timer.join()
+        for s in servers:
+            s.close()
