@@ -87,8 +87,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def running(settings: StormwatchSettings, workers: int, log: Path) -> Iterator[list[Any]]:
-    """`stormwatch up` (+ `workers - 1` x `stormwatch worker`); yields their Popen objects once
-    up serves its engine; SIGTERM (graceful) on exit."""
+    """`stormwatch up` (+ `workers - 1` x `stormwatch worker`, started with it so that they
+    join the group at about the same time); yields their Popen objects once up serves its
+    engine; SIGTERM (graceful) on exit."""
     engine = settings.chdb_path / "engine.json"
     procs: list[subprocess.Popen[bytes]] = []
     env = settings_env(settings)
@@ -102,11 +103,11 @@ def running(settings: StormwatchSettings, workers: int, log: Path) -> Iterator[l
                 return proc
 
             up = spawn("up")
+            for _ in range(workers - 1):  # together: each waits for up to serve the engine
+                spawn("worker")
             wait_for(lambda: engine.exists() or up.poll() is not None, 60, "stormwatch up")
             if up.poll() is not None:
                 raise RuntimeError(f"stormwatch up exited: {log.read_text()[-2000:]}")
-            for _ in range(workers - 1):
-                spawn("worker")
         yield procs
     finally:
         for p in reversed(procs):
