@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{fmt(round(median([rate(r) for r in runs])))} points/s",
                 detail,
                 checked_all(runs),
-            )  # fmt: skip
+            )
         )
     lat_ok = "ok" if lat.get("ok") else "LOST/DUPLICATED" if "ok" in lat else "FAILED"
     rows.append(
