@@ -28,7 +28,11 @@ from stormwatch.settings import StormwatchSettings
 from stormwatch.store import Store
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # the example secret of Slack's docs
-T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+# The tests' clock: a fixed weekday and time of day (expected texts name 12:00:00), in the
+# week before now. The audit and feedback tables drop rows past their 365-day TTL on insert,
+# so a date fixed for good would fail these tests a year on.
+_THURSDAY_NOON = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+T0 = _THURSDAY_NOON + timedelta(weeks=(datetime.now(UTC) - _THURSDAY_NOON) // timedelta(weeks=1))
 
 
 @dataclass
