@@ -44,7 +44,8 @@ class EpisodePrinter:
     def __init__(self, out: IO[str], per_s: float = 2.0, burst: float = 20.0,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.out, self.per_s, self.burst, self.clock = out, per_s, burst, clock
-        self.seen: set[int] = set()  # open episodes already shown
+        self.seen: set[int] = set()  # open episodes already shown or held back
+        self.unshown: set[int] = set()  # open episodes whose ANOMALY line was held back
         self.tokens, self.at = burst, clock()
         self.held = 0
 
@@ -54,14 +55,21 @@ class EpisodePrinter:
         self.at = now
         lines = []
         for ep in episodes:
+            eid = ep.episode_id
             if ep.is_open:
-                if ep.episode_id in self.seen:
+                if eid in self.seen:
                     continue
-                self.seen.add(ep.episode_id)
+                self.seen.add(eid)
             else:
-                self.seen.discard(ep.episode_id)  # closed: forgotten, so the set stays small
+                self.seen.discard(eid)  # closed: forgotten, so the sets stay small
+                if eid in self.unshown:  # a "cleared" line with no ANOMALY line before it
+                    self.unshown.discard(eid)  # would puzzle: held back with its opening
+                    self.held += 1
+                    continue
             if self.tokens < 1:
                 self.held += 1
+                if ep.is_open:
+                    self.unshown.add(eid)
                 continue
             self.tokens -= 1
             if self.held:

@@ -36,3 +36,15 @@ def test_an_open_episode_is_shown_once_and_its_clearing_once() -> None:
     show([change(1, 1), change(1, 2)])
     show([change(1, 3), change(1, 4, is_open=False)])
     assert [x.split()[1] for x in out.getvalue().splitlines()] == ["ANOMALY", "cleared"]
+
+
+def test_an_episode_whose_opening_was_held_back_clears_unseen_too() -> None:
+    """A "cleared" line with no ANOMALY line before it would puzzle: both are counted."""
+    out, clock = io.StringIO(), Clock()
+    show = EpisodePrinter(out, per_s=2.0, burst=1.0, clock=clock)
+    show([change(1, 1), change(2, 1)])  # 2's opening is held back
+    clock.t = 10.0  # tokens for both clearings
+    show([change(2, 3, is_open=False), change(1, 3, is_open=False)])
+    lines = out.getvalue().splitlines()
+    assert [x.split()[1] for x in lines if not x.startswith("...")] == ["ANOMALY", "cleared"]
+    assert lines[1] == "... 2 more episode lines not shown (all are stored: `stormwatch top`)"
