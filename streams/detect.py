@@ -220,7 +220,7 @@ class DetectStage:
                     AGG_LAST,
                 )  # fmt: skip
             elif st.agg != AGG_LAST:
-                return False  # never seen: a series' kind fixes its aggregation
+                return False  # not expected: a series' kind fixes its aggregation
             states.append(st)
         self.counters.observations += n
         ts = np.array(p.ts, dtype=np.int64)[order]

@@ -82,8 +82,9 @@ class StageRunner:
     restore_before: Any = None
     checkpoint_s: float = 30.0
     # Fewer, larger parts: ClickHouse's insert and background merges cost ~3.5 us of CPU a
-    # point at these settings, ~4.9 at 20k rows / 0.2 s (measured in docs/performance.md);
-    # the price is up to 0.3 s more latency (p99 to episode ~1.1 s at 40k points/s).
+    # point at these settings, ~4.9 at 20k rows / 0.2 s (docs/performance.md, third round,
+    # before inserts skipped the insert-time collapse, which took most of both); the price
+    # is up to 0.3 s more latency (p99 to episode ~0.8-1.0 s at 47-54k points/s).
     flush_rows: int = 50_000
     flush_s: float = 0.5
     idle_s: float = 0.2
