@@ -97,15 +97,20 @@ class ServicePoints:
     def __call__(self, points: Sequence[Sequence[Any]]) -> list[ServicePoint]:
         col = {c: points[i] for i, c in enumerate(POINT_COLUMNS)}
         kind, svc = col["kind"], col["service"]
+        if not len(kind):
+            return []
         value = np.array(col["value"], dtype=np.float64)  # NULL -> NaN
-        keep = np.isfinite(value) & np.array(
-            [bool(s) and k != "service" for s, k in zip(svc, kind, strict=True)], dtype=bool
-        )
+        all_sid = np.array(col["series_id"], dtype=np.int64)
+        # a series' kind and service are part of its id: one check per run of its points
+        # (the stage writes each series' points together), not per point
+        starts = np.flatnonzero(np.concatenate(([True], all_sid[1:] != all_sid[:-1])))
+        ours = [bool(svc[i]) and kind[i] != "service" for i in starts.tolist()]
+        keep = np.isfinite(value) & np.repeat(ours, np.diff(np.append(starts, len(value))))
         rows = np.flatnonzero(keep)
         if not rows.size:
             return []
         # sum and count per series and bucket with numpy, then one signal key per group
-        sid = np.array(col["series_id"], dtype=np.int64)[rows]
+        sid = all_sid[rows]
         ts = np.array(col["ts"], dtype=np.int64)[rows]
         bucket = ts - ts % self.bucket_ms
         order = np.lexsort((bucket, sid))
@@ -124,16 +129,19 @@ class ServicePoints:
         counts = np.diff(np.append(first, len(sid))).tolist()
         acc: dict[tuple[str, str, int], list[Any]] = {}
         name, labels = col["name"], col["labels"]
-        for g, i in enumerate(rows[first].tolist()):
-            key = self._key(int(col["series_id"][i]), kind[i], name[i], svc[i], labels[i])
-            k = (svc[i], key, int(bucket[first[g]]))
+        known = self._keys
+        groups = zip(rows[first].tolist(), sid[first].tolist(), bucket[first].tolist(), latest,
+                     sums, counts, strict=True)  # fmt: skip
+        for i, s, b, last, total, count in groups:
+            key = known.get(s) or self._key(s, kind[i], name[i], svc[i], labels[i])
+            k = (svc[i], key, b)
             a = acc.get(k)
             if a is None:
-                acc[k] = [latest[g], sums[g], counts[g]]
+                acc[k] = [last, total, count]
             else:  # two series cut to one signal name: one signal
-                a[0] = max(a[0], latest[g])
-                a[1] += sums[g]
-                a[2] += counts[g]
+                a[0] = max(a[0], last)
+                a[1] += total
+                a[2] += count
         return [ServicePoint(svc, sig, *a) for (svc, sig, _), a in acc.items()]
 
 
