@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stormwatch.broker import LocalBroker, free_port
 from stormwatch.settings import StormwatchSettings, load_settings
-from streams.detect import POINT_COLUMNS
+from streams.columns import POINT_COLUMNS
 from streams.series import Series, series_id
 
 PARTITIONS = 4

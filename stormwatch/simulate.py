@@ -28,7 +28,8 @@ from streams.app import (
     dlq_row,
     episode_row,
 )
-from streams.detect import POINT_COLUMNS, DetectStage
+from streams.columns import POINT_COLUMNS
+from streams.detect import DetectStage
 from streams.normalize import Normalizer
 
 WORKER = "simulated:0"

@@ -97,7 +97,7 @@ class ClickHouseStore:
                 raise StoreError(self._scrub(str(e).strip().splitlines()[0][:500])) from e
 
     def insert(self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> None:
-        if not data or not len(data[0]):
+        if not row_count(data):
             return
         self.insert_native(table, columns, self.native.block(table, columns, data))
 
@@ -118,6 +118,14 @@ class ClickHouseStore:
             self._client.close()
 
 
+def row_count(data: Sequence[Sequence[Any]]) -> int:
+    """Rows of column-oriented data: a batch that knows its count (`rows`) is not expanded."""
+    rows = getattr(data, "rows", None)
+    if isinstance(rows, int):
+        return rows
+    return len(data[0]) if data else 0
+
+
 def _default(o: Any) -> Any:
     if isinstance(o, datetime | date):
         return o.isoformat()
@@ -128,11 +136,14 @@ def _default(o: Any) -> Any:
 
 class NativeBlocks:
     """Column-oriented rows → a block in ClickHouse's Native format, with clickhouse-connect's
-    own serialisers. The column types are read from the table once."""
+    own serialisers, or the batch's own encoder (`native_block(columns, type names)`, e.g.
+    `streams.columns.PointRows`) when it has one for the table's types. The column types are
+    read from the table once."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
         self._types: dict[str, dict[str, Any]] = {}
+        self._names: dict[str, dict[str, str]] = {}
 
     def block(self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> bytes:
         from clickhouse_connect.driver.insert import InsertContext
@@ -141,6 +152,13 @@ class NativeBlocks:
         types = self._types.get(table)
         if types is None:
             types = self._types[table] = self._column_types(table)
+        own = getattr(data, "native_block", None)
+        if own is not None:
+            names = self._names[table]
+            body = own(columns, [names.get(c, "") for c in columns])
+            if body is not None:
+                return body
+            data = list(data)  # other types than it encodes: the library's serialisers
         try:
             ctx = InsertContext(table, list(columns), [types[c] for c in columns], data,
                                 column_oriented=True)  # fmt: skip
@@ -162,6 +180,7 @@ class NativeBlocks:
         ).rows  # fmt: skip
         if not rows:
             raise StoreError(f"insert into {table}: no such table")
+        self._names[table] = dict(rows)
         return {n: _fast_low_card(get_from_name(t)) for n, t in rows}
 
 
@@ -224,7 +243,7 @@ class RemoteStore:
     def insert(self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> None:
         """The block is serialised here, in the worker: the engine's owner only hands the bytes
         to ClickHouse (its CPU is the one every worker's rows share)."""
-        if not data or not len(data[0]):
+        if not row_count(data):
             return
         self.insert_native(table, columns, self.native.block(table, columns, data))
 

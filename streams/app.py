@@ -34,7 +34,8 @@ from ingest.otlp import OtlpState, decode_otlp_metrics, decode_otlp_traces
 from ingest.redact import Redactor
 from stormwatch.settings import StormwatchSettings
 from stormwatch.store import Store, StoreError
-from streams.detect import DRIFT_COLUMNS, POINT_COLUMNS, SHADOW_COLUMNS, DetectStage
+from streams.columns import POINT_COLUMNS
+from streams.detect import DRIFT_COLUMNS, SHADOW_COLUMNS, DetectStage
 from streams.normalize import Columns, KnownMetrics, Normalizer
 from streams.runner import Modulo, StageRunner, write_with_retry
 from streams.services import (

@@ -32,6 +32,7 @@ from detectors.episodes import (
 )
 from detectors.forecast import LagForecaster
 from detectors.model_core import FALLBACK
+from streams.columns import PointRows
 from streams.series import AGG_LAST, AGG_RATE, Obs, Series
 from streams.tokens import TokenLedger
 from streams.wire import Points
@@ -43,10 +44,6 @@ DRIFT_COLUMNS = [
     "before_mean", "after_mean", "before_std", "after_std", "explanation",
 ]  # fmt: skip
 SHADOW_COLUMNS = ["series_id", "ts", "detector", "detector_version", "score"]
-POINT_COLUMNS = [
-    "series_id", "ts", "value", "n", "score", "expected", "lower", "upper", "is_anomaly",
-    "kind", "name", "service", "labels", "detector", "detector_version",
-]  # fmt: skip
 MIN_ERRORS = 3  # an error-rate window with fewer errors is too little evidence to alert on
 MAX_ZERO_FILL = 360  # rate series: at most this many empty windows become zeros
 
@@ -86,7 +83,7 @@ class _SeriesState:
 
 @dataclass
 class Output:
-    points: list[list[Any]]  # column-oriented, POINT_COLUMNS
+    points: PointRows | list[list[Any]]  # column-oriented, POINT_COLUMNS
     episodes: list[Episode]
     tokens: list[Hashable]
     drift: list[list[Any]] = field(default_factory=list)  # rows, DRIFT_COLUMNS
@@ -94,7 +91,8 @@ class Output:
 
     @property
     def rows(self) -> int:
-        return len(self.points[0])
+        p = self.points
+        return p.rows if isinstance(p, PointRows) else len(p[0])
 
 
 @dataclass
@@ -131,7 +129,8 @@ class DetectStage:
         self.series: dict[int, _SeriesState] = {}
         self.counters = Counters()
         self._tokens = TokenLedger()
-        self._points: list[list[Any]] = [[] for _ in POINT_COLUMNS]
+        self._rows: list[PointRows] = []  # scored, not drained yet
+        self._buffered = 0
         self._episodes = EpisodeChanges()
         self._dirty: set[int] = set()  # series scored since the last snapshot
         self._drift: list[list[Any]] = []
@@ -256,19 +255,19 @@ class DetectStage:
     def drain(self) -> Output:
         """Rows and episodes produced so far, and the tokens safe to ack once they are written."""
         out = Output(
-            self._points,
+            PointRows.concat(self._rows),
             self._episodes.take(),
             self._tokens.take_ready(),
             self._drift,
             self._shadow,
         )
-        self._points = [[] for _ in POINT_COLUMNS]
+        self._rows, self._buffered = [], 0
         self._drift, self._shadow = [], []
         return out
 
     @property
     def buffered_rows(self) -> int:
-        return len(self._points[0])
+        return self._buffered
 
     def apply_feedback(self, series_id: int, label: str) -> bool:
         """A person's label changes what the series' model flags (not_anomaly / expected:
@@ -357,76 +356,66 @@ class DetectStage:
     ) -> None:  # fmt: skip
         """Score points with what each series' model learned before each, and learn them;
         `groups` gives each series' range of the (time-ordered) points. The verdicts of all
-        the series land in shared arrays and become row columns at once: a message holds
-        one or two points per series, so per-series work, not per-point, is what costs."""
+        the series land in shared arrays and become one `PointRows` batch (a series' own
+        columns once per group): a message holds few points per series, so per-series work,
+        not per-point, is what costs."""
         n, thr = len(ts), self.threshold
-        tsa = np.array(ts, dtype=np.float64) / 1000
+        ts_ms = np.asarray(ts, dtype=np.int64)
+        tsa = ts_ms / 1000
         ys = np.array(values, dtype=np.float64)
-        if isinstance(ts, np.ndarray):  # rows and episodes take Python numbers
-            ts, values = ts.tolist(), ys.tolist()
-        ns = [1] * n if ns is None else ns
+        counts = np.ones(n, np.int64) if ns is None else np.array(ns, np.int64)
         score, band, raw = np.empty(n), np.empty((n, 3)), np.empty(n)
         flags = np.zeros(n, np.int8)
-        cols = self._points
-        meta_cols = [cols[i] for i in (0, 9, 10, 11, 12, 13, 14)]
         weak_rate = False
+        dirty = self._dirty
         for st, a, b in groups:
             model, m = st.detector, st.meta
-            for col, v in zip(meta_cols, st.row, strict=True):
-                col += [v] * (b - a)
             weak_rate = weak_rate or m.name == "error_rate"
-            self._dirty.add(st.sid)
+            dirty.add(st.sid)
             a2 = model.run_compiled(tsa, ys, a, b, score, band, raw, flags)
             if a2 == b:
                 continue  # all compiled: nothing rare was due
             drift, shadow = model.update_into(tsa, ys, a2, b, score, band, raw, flags)
             for j, d in drift:
                 self._drift.append([
-                    ts[j], st.sid, m.kind, m.name, m.service, st.labels, model.name,
+                    int(ts_ms[j]), st.sid, m.kind, m.name, m.service, st.labels, model.name,
                     model.version, d.before_mean, d.after_mean, d.before_std, d.after_std,
                     d.explanation,
                 ])  # fmt: skip
             if shadow is not None and model.shadow_ is not None:
                 sh = model.shadow_
-                self._shadow.extend([st.sid, ts[a2 + i], sh.name, sh.version, s]
+                self._shadow.extend([st.sid, int(ts_ms[a2 + i]), sh.name, sh.version, s]
                                     for i, s in enumerate(shadow) if s is not None)  # fmt: skip
-        det_c = cols[13]
         if weak_rate:
             # One failed request in twenty reads as a huge jump on a series that was all
             # zeros; the model cannot know a proportion of few trials is weak evidence.
             rate = np.zeros(n, bool)
             for st, a, b in groups:
                 rate[a:b] = st.meta.name == "error_rate"
-            weak = rate & (ys * np.array(ns) < MIN_ERRORS - 0.5)
+            weak = rate & (ys * counts < MIN_ERRORS - 0.5)
             score = np.where(weak, np.minimum(score, thr * 0.9), score)
-        fell_back = np.flatnonzero(flags & FALLBACK)
-        if fell_back.size:
-            start = len(det_c) - n
-            for j in fell_back.tolist():
-                det_c[start + j] = "fallback"
-        scores = score.tolist()
         hot = score >= thr
-        for col, vals in zip((cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7],
-                              cols[8]),
-                             (ts, values, ns, scores, *(_finite(band[:, i]) for i in range(3)),
-                              hot.astype(np.uint8).tolist()), strict=True):  # fmt: skip
-            col.extend(vals)
+        self._rows.append(PointRows([(st.row, b - a) for st, a, b in groups], ts_ms, ys, counts,
+                                    score, band, hot, (flags & FALLBACK) != 0))  # fmt: skip
+        self._buffered += n
         self.counters.points += n
         hot_groups: set[int] = set()
         if hot.any():  # the groups (series) with a point at the threshold
             starts = np.array([a for _, a, _ in groups])
             hot_groups = set(np.searchsorted(starts, np.flatnonzero(hot), "right").tolist())
-        bands: list[list[float]] | None = None
+        rows: tuple[list[Any], ...] | None = None  # Python numbers, for the few series tracked
         for g, (st, a, b) in enumerate(groups, 1):
             m = st.meta
             forecast = self.lag_threshold is not None and m.kind == "queue" and m.name == "lag"
             if not (forecast or st.episodes.is_open or g in hot_groups):
                 continue
-            bands = bands if bands is not None else band.tolist()
+            if rows is None:
+                rows = (ts_ms.tolist(), score.tolist(), ys.tolist(), band.tolist())
+            t_, s_, v_, b_ = rows
             for j in range(a, b):
-                self._track(st, st.sid, ts[j], scores[j], values[j], bands[j])
+                self._track(st, st.sid, t_[j], s_[j], v_[j], b_[j])
                 if forecast:
-                    self._forecast(st, ts[j], values[j])
+                    self._forecast(st, t_[j], v_[j])
 
     def _forecast(self, st: _SeriesState, ts_ms: int, lag: float) -> None:
         """Predict a lag breach before it happens (the trigger for predictive scaling): an
@@ -488,13 +477,6 @@ class DetectStage:
         )
         if change == "close":
             ep.reset()
-
-
-def _finite(xs: np.ndarray) -> list[float | None]:
-    """NULL, not ±inf or NaN, where the model has no band yet (warm-up)."""
-    if np.isfinite(xs).all():
-        return xs.tolist()
-    return [x if math.isfinite(x) else None for x in xs.tolist()]
 
 
 def _fmt(x: float) -> str:

@@ -30,7 +30,8 @@ import orjson
 
 from detectors.episodes import Episode, EpisodeChanges, EpisodeTracker, episode_id, severity
 from detectors.multivariate import ServiceModel
-from streams.detect import POINT_COLUMNS, Output
+from streams.columns import POINT_COLUMNS, PointRows
+from streams.detect import Output
 from streams.series import Series, make_series, series_id
 from streams.tokens import TokenLedger
 
@@ -95,32 +96,34 @@ class ServicePoints:
         return key
 
     def __call__(self, points: Sequence[Sequence[Any]]) -> list[ServicePoint]:
-        col = {c: points[i] for i, c in enumerate(POINT_COLUMNS)}
-        kind, svc = col["kind"], col["service"]
-        if not len(kind):
-            return []
-        value = np.array(col["value"], dtype=np.float64)  # NULL -> NaN
-        all_sid = np.array(col["series_id"], dtype=np.int64)
-        # a series' kind and service are part of its id: one check per run of its points
-        # (the stage writes each series' points together), not per point
-        starts = np.flatnonzero(np.concatenate(([True], all_sid[1:] != all_sid[:-1])))
-        ours = [bool(svc[i]) and kind[i] != "service" for i in starts.tolist()]
-        keep = np.isfinite(value) & np.repeat(ours, np.diff(np.append(starts, len(value))))
-        rows = np.flatnonzero(keep)
-        if not rows.size:
+        if isinstance(points, PointRows):
+            sid, ts, value = points.series_ids.astype(np.int64), points.ts, points.value
+            metas = [(r[1], r[2], r[3], r[4]) for r, _ in points.runs]
+            lengths = points.lengths
+        else:
+            col = {c: points[i] for i, c in enumerate(POINT_COLUMNS)}
+            if not len(col["series_id"]):
+                return []
+            sid = np.array(col["series_id"], dtype=np.int64)
+            ts = np.array(col["ts"], dtype=np.int64)
+            value = np.array(col["value"], dtype=np.float64)  # NULL -> NaN
+            # a series' kind, name, service and labels are part of its id: read once per run
+            # of its rows (the stage writes each series' points together)
+            starts = np.flatnonzero(np.concatenate(([True], sid[1:] != sid[:-1])))
+            metas = [(col["kind"][i], col["name"][i], col["service"][i], col["labels"][i])
+                     for i in starts.tolist()]  # fmt: skip
+            lengths = np.diff(np.append(starts, len(sid)))
+        run_of = np.repeat(np.arange(len(metas)), lengths)
+        ours = np.array([bool(svc) and kind != "service" for kind, _, svc, _ in metas], bool)
+        rows = np.flatnonzero(np.isfinite(value) & ours[run_of]) if len(metas) else []
+        if not len(rows):
             return []
         # sum and count per series and bucket with numpy, then one signal key per group
-        sid = all_sid[rows]
-        ts = np.array(col["ts"], dtype=np.int64)[rows]
+        sid, ts = sid[rows], ts[rows]
         bucket = ts - ts % self.bucket_ms
         order = np.lexsort((bucket, sid))
-        sid, ts, bucket, vals, rows = (
-            sid[order],
-            ts[order],
-            bucket[order],
-            value[rows][order],
-            rows[order],
-        )
+        vals = value[rows][order]
+        sid, ts, bucket, rows = sid[order], ts[order], bucket[order], rows[order]
         new = np.ones(len(sid), bool)
         new[1:] = (sid[1:] != sid[:-1]) | (bucket[1:] != bucket[:-1])
         first = np.flatnonzero(new)
@@ -128,13 +131,13 @@ class ServicePoints:
         latest = np.maximum.reduceat(ts, first).tolist()
         counts = np.diff(np.append(first, len(sid))).tolist()
         acc: dict[tuple[str, str, int], list[Any]] = {}
-        name, labels = col["name"], col["labels"]
         known = self._keys
-        groups = zip(rows[first].tolist(), sid[first].tolist(), bucket[first].tolist(), latest,
-                     sums, counts, strict=True)  # fmt: skip
-        for i, s, b, last, total, count in groups:
-            key = known.get(s) or self._key(s, kind[i], name[i], svc[i], labels[i])
-            k = (svc[i], key, b)
+        groups = zip(run_of[rows[first]].tolist(), sid[first].tolist(), bucket[first].tolist(),
+                     latest, sums, counts, strict=True)  # fmt: skip
+        for r, s, b, last, total, count in groups:
+            kind, name, svc, labels = metas[r]
+            key = known.get(s) or self._key(s, kind, name, svc, labels)
+            k = (svc, key, b)
             a = acc.get(k)
             if a is None:
                 acc[k] = [last, total, count]

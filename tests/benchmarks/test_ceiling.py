@@ -16,7 +16,7 @@ from benchmarks.ceiling import (
 )
 from stormwatch.settings import StormwatchSettings
 from stormwatch.store import Store
-from streams.detect import POINT_COLUMNS
+from streams.columns import POINT_COLUMNS
 
 SPEC = StreamSpec(series=5, points=23)
 START = stream_start()  # recent: older rows fall to the table TTL

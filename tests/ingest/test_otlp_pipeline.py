@@ -12,7 +12,8 @@ from ingest.otlp import OtlpState, decode_otlp_metrics, decode_otlp_traces
 from ingest.redact import Redactor
 from stormwatch.settings import StormwatchSettings
 from stormwatch.store import Store
-from streams.detect import POINT_COLUMNS, DetectStage
+from streams.columns import POINT_COLUMNS
+from streams.detect import DetectStage
 from streams.normalize import Normalizer
 from streams.sink import ClickHouseSink
 from streams.wire import decode_points, encode_points

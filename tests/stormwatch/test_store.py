@@ -60,7 +60,7 @@ def test_a_worker_inserts_through_the_server_as_native_blocks(
     token are refused with a reason, and nothing of them is stored."""
     import time
 
-    from streams.detect import POINT_COLUMNS
+    from streams.columns import POINT_COLUMNS
 
     server = StoreServer(chdb_store, db_settings)
     db, now_ms = db_settings.database, int(time.time() * 1000)
@@ -95,6 +95,28 @@ def test_a_worker_inserts_through_the_server_as_native_blocks(
     assert got == [(7, now_ms, 1.5, None, {"host": "a"}, "fallback")]
 
 
+def _points_types(store: Store, db: str) -> dict[str, str]:
+    return dict(store.query(
+        f"SELECT name, type FROM system.columns WHERE database = '{db}' AND table = 'points'"
+    ).rows)  # fmt: skip
+
+
+def _library_block(table: str, types: dict[str, str], cols: list[list], one_block: bool = False
+                   ) -> bytes:  # type: ignore[type-arg]  # fmt: skip
+    """clickhouse-connect's own Native block for these points columns (after its INSERT line)."""
+    from clickhouse_connect.datatypes.registry import get_from_name
+    from clickhouse_connect.driver.insert import InsertContext
+    from clickhouse_connect.driver.transform import NativeTransform
+
+    from streams.columns import POINT_COLUMNS
+
+    ctx = InsertContext(table, POINT_COLUMNS, [get_from_name(types[c]) for c in POINT_COLUMNS],
+                        cols, column_oriented=True,
+                        block_size=len(cols[0]) if one_block else None)  # fmt: skip
+    body = b"".join(NativeTransform.build_insert(ctx))
+    return body[body.index(b"\n") + 1 :]
+
+
 def test_native_blocks_are_byte_for_byte_the_librarys(chdb_store: Store, db_settings) -> None:  # type: ignore[no-untyped-def]
     """The LowCardinality dictionaries are built faster than clickhouse-connect does, into the
     same bytes: repeats, NULLs, empty and varied label maps, one-row and large blocks; and the
@@ -102,23 +124,11 @@ def test_native_blocks_are_byte_for_byte_the_librarys(chdb_store: Store, db_sett
     import random
     import time
 
-    from clickhouse_connect.datatypes.registry import get_from_name
-    from clickhouse_connect.driver.insert import InsertContext
-    from clickhouse_connect.driver.transform import NativeTransform
-
-    from streams.detect import POINT_COLUMNS
+    from streams.columns import POINT_COLUMNS
 
     db, now_ms, rng = db_settings.database, int(time.time() * 1000), random.Random(4)
     table = f"{db}.points"
-    types = dict(chdb_store.query(
-        f"SELECT name, type FROM system.columns WHERE database = '{db}' AND table = 'points'"
-    ).rows)  # fmt: skip
-
-    def library_block(cols: list[list]) -> bytes:  # type: ignore[type-arg]
-        ctx = InsertContext(table, POINT_COLUMNS, [get_from_name(types[c]) for c in POINT_COLUMNS],
-                            cols, column_oriented=True)  # fmt: skip
-        body = b"".join(NativeTransform.build_insert(ctx))
-        return body[body.index(b"\n") + 1 :]
+    types = _points_types(chdb_store, db)
 
     for n in (1, 7, 30_000):
         series = [(i, f"name{i % 3}", f"svc{i % 5}", {f"k{j}": f"v{i}" for j in range(i % 3)})
@@ -132,11 +142,65 @@ def test_native_blocks_are_byte_for_byte_the_librarys(chdb_store: Store, db_sett
                          "3.1"])  # fmt: skip
         cols = [list(c) for c in zip(*rows, strict=True)]
         body = chdb_store.native.block(table, POINT_COLUMNS, cols)  # type: ignore[attr-defined]
-        assert body == library_block(cols)
+        assert body == _library_block(table, types, cols)
         chdb_store.insert_native(table, POINT_COLUMNS, body)
     got = chdb_store.query(f"SELECT count(), uniqExact(labels), countIf(expected IS NULL) "
                            f"FROM {table}").rows[0]  # fmt: skip
     assert got[0] == 30_008 and got[1] > 1 and got[2] > 0
+
+
+def test_point_rows_encode_as_the_library_does_and_read_back(
+    chdb_store: Store, db_settings
+) -> None:  # type: ignore[no-untyped-def]
+    """The detect stage's batches (numbers in arrays, a series' columns once per run) encode
+    to the bytes clickhouse-connect writes for the same rows as lists: runs long and short,
+    the same series in several runs, empty and varied label maps, NULL bands (NaN, inf),
+    rows where the fallback decided; and ClickHouse reads back what the lists say."""
+    import random
+    import time
+
+    import numpy as np
+
+    from streams.columns import POINT_COLUMNS, PointRows
+
+    db, now_ms, rng = db_settings.database, int(time.time() * 1000), random.Random(11)
+    table = f"{db}.points"
+    types = _points_types(chdb_store, db)
+
+    written = 0
+    for n_series, longest, label_keys in ((1, 1, 0), (3, 40, 0), (300, 30, 3), (40, 5, 2)):
+        series = [(2**62 + i, "metric", f"name{i % 7}", f"svc{i % 4}",
+                   {f"k{j}": f"v{i}é" for j in range(rng.randint(0, label_keys))},
+                   "robust", "3.1") for i in range(n_series)]  # fmt: skip
+        runs = [(rng.choice(series), rng.randint(1, longest)) for _ in range(n_series * 2)]
+        n = sum(k for _, k in runs)
+        band = np.array([[rng.random(), rng.random() - 1, rng.random() + 1] for _ in range(n)])
+        band[rng.sample(range(n), n // 5)] = [np.nan, -np.inf, np.inf]
+        rows = PointRows(
+            runs, np.arange(now_ms + written, now_ms + written + n, dtype=np.int64),
+            np.array([rng.gauss(0, 1e6) for _ in range(n)]), np.ones(n, np.int64),
+            np.array([rng.random() for _ in range(n)]), band,
+            np.array([rng.random() < 0.1 for _ in range(n)]),
+            np.array([rng.random() < 0.3 for _ in range(n)]),
+        )  # fmt: skip
+        written += n
+        cols = list(rows)
+        assert cols[13].count("fallback") == int(rows.fell_back.sum())
+        assert cols[5].count(None) >= n // 5
+        body = rows.native_block(POINT_COLUMNS, [types[c] for c in POINT_COLUMNS])
+        assert body == _library_block(table, types, cols, one_block=True)
+        chdb_store.insert(table, POINT_COLUMNS, rows)
+        got = chdb_store.query(
+            f"SELECT series_id, toUnixTimestamp64Milli(ts), value, expected, upper, is_anomaly, "
+            f"labels, detector FROM {table} "
+            f"WHERE ts >= fromUnixTimestamp64Milli({now_ms + written - n}) ORDER BY ts"
+        ).rows  # fmt: skip
+        assert got == [tuple(r) for r in zip(cols[0], cols[1], cols[2], cols[5], cols[7], cols[8],
+                                             cols[12], cols[13], strict=True)]  # fmt: skip
+    # a table with other types than the batch encodes: the library's serialisers, same rows
+    other = [types[c] for c in POINT_COLUMNS]
+    other[4] = "Float64"
+    assert rows.native_block(POINT_COLUMNS, other) is None
 
 
 def test_a_worker_waits_for_up_to_serve_the_engine_and_never_opens_it(

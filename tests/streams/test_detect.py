@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 
 from detectors.registry import model_factory
-from streams.detect import POINT_COLUMNS, DetectStage
+from streams.columns import POINT_COLUMNS
+from streams.detect import DetectStage
 from streams.series import AGG_LAST, AGG_MEAN, AGG_RATE, Obs, make_series, series_id
 from streams.wire import PointsDecoder, encode_points
 

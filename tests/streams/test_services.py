@@ -5,7 +5,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from detectors.multivariate import MultiVerdict, ServiceModel
-from streams.detect import POINT_COLUMNS
+from streams.columns import POINT_COLUMNS
 from streams.series import make_series, series_id
 from streams.services import (
     ServicePoint,
