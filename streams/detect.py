@@ -203,9 +203,10 @@ class DetectStage:
         grouped by series with numpy, not a loop per point; False (nothing done) for any
         other message. Each series keeps its points' arrival order."""
         n = len(p)
-        if not n or min(p.aggs) != AGG_LAST or max(p.aggs) != AGG_LAST:
+        aggs = np.asarray(p.aggs)
+        if not n or aggs.min() != AGG_LAST or aggs.max() != AGG_LAST:
             return False
-        sids = np.array(p.sids, dtype=np.int64)
+        sids = np.asarray(p.sids).astype(np.int64)
         order = np.argsort(sids, kind="stable")
         s = sids[order]
         cut = np.flatnonzero(s[1:] != s[:-1]) + 1
@@ -222,8 +223,8 @@ class DetectStage:
                 return False  # not expected: a series' kind fixes its aggregation
             states.append(st)
         self.counters.observations += n
-        ts = np.array(p.ts, dtype=np.int64)[order]
-        ys = np.array(p.values, dtype=np.float64)[order]
+        ts = np.asarray(p.ts, dtype=np.int64)[order]
+        ys = np.asarray(p.values, dtype=np.float64)[order]
         if any(st.replayed_upto >= 0 for st in states):
             keep = np.ones(n, bool)
             for st, a, b in zip(states, starts.tolist(), ends.tolist(), strict=True):

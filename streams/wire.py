@@ -1,23 +1,33 @@
 """The keyed points topic's message: a batch of observations for one partition, with the
 metadata of every series it mentions (so any worker can pick up any partition).
 
-A points message is two JSON lines: the columns `{"c":[[ids],[ts_ms],[values],[aggs]]}`,
-then `{"<id>":[kind,name,service,[[k,v],...]],...}` for each series mentioned. A decoder that
-knows every id of the first line never parses the second.
+A points message is binary: `SWP3`, the number of points n and of series k (uint32 each, then
+4 bytes of padding), the k series ids (sorted), then the columns as little-endian arrays (n
+uint64 ids, n int64 ms, n float64 values, n int8 aggregations), then the metadata as JSON,
+`{"<id>":[kind,name,service,[[k,v],...]],...}` for each of the k series. A decoder that knows
+every id never parses the JSON, and hands the columns on as arrays without a Python object
+per point. The JSON formats written before (`{"c":...}` and `{"s":...}`) are still read, so
+messages written before an upgrade replay after it; a worker of an older release cannot read
+these, so workers are upgraded together.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
+import numpy as np
 import orjson
 
 from streams.series import Obs, Series
 
 _OBS = partial(tuple.__new__, Obs)  # Obs from a 4-tuple without a Python-level __new__
 _CACHE_MAX = 500_000  # series: the cardinality guard's default total
+MAGIC = b"SWP3"
+_HEADER = struct.Struct("<4sII4x")  # magic, points, series; 16 bytes keep the arrays aligned
+_POINT_BYTES = 8 + 8 + 8 + 1
 
 
 def _meta_fragment(sid: int, s: Series) -> bytes:
@@ -36,17 +46,26 @@ class PointsEncoder:
 
     def encode_columns(self, cols: Sequence[Sequence[Any]]) -> bytes:
         """A message from columns: ids, ts ms, values, aggs."""
-        ids = set(cols[0])
+        uniq = set(cols[0])
+        ids = sorted(uniq)
         frags = self._fragments
-        new = ids.difference(frags)
+        new = uniq.difference(frags)
         if new:
             if len(frags) + len(new) > _CACHE_MAX:
                 frags.clear()
-                new = ids
+                new = uniq
             meta = self.meta
             frags.update((sid, _meta_fragment(sid, meta[sid])) for sid in new)
-        meta_line = b",".join(map(frags.__getitem__, ids))
-        return b'{"c":%s}\n{%s}' % (orjson.dumps(cols), meta_line)
+        n = len(cols[0])
+        return b"".join((
+            _HEADER.pack(MAGIC, n, len(ids)),
+            np.array(ids, np.uint64).tobytes(),
+            np.array(cols[0], np.uint64).tobytes(),
+            np.array(cols[1], np.int64).tobytes(),
+            np.array(cols[2], np.float64).tobytes(),
+            np.array(cols[3], np.int8).tobytes(),
+            b"{%s}" % b",".join(map(frags.__getitem__, ids)),
+        ))  # fmt: skip
 
 
 def encode_points(obs: Sequence[Obs], meta: Mapping[int, Series]) -> bytes:
@@ -55,20 +74,25 @@ def encode_points(obs: Sequence[Obs], meta: Mapping[int, Series]) -> bytes:
 
 
 class Points:
-    """A points message's observations as the columns they travel in: the detect stage
-    takes a batch of pass-through points as arrays, without a tuple per point. Iterating
-    gives the `Obs` of each point, in order."""
+    """A points message's observations as the columns they travel in (arrays, or lists in
+    the older formats): the detect stage takes a batch of pass-through points as arrays,
+    without a tuple per point. Iterating gives the `Obs` of each point, in order, in Python
+    numbers."""
 
     __slots__ = ("aggs", "sids", "ts", "values")
 
-    def __init__(self, sids: list[int], ts: list[int], values: list[float], aggs: list[int]):
+    def __init__(
+        self, sids: Sequence[int], ts: Sequence[int], values: Sequence[float], aggs: Sequence[int]
+    ) -> None:
         self.sids, self.ts, self.values, self.aggs = sids, ts, values, aggs
 
     def __len__(self) -> int:
         return len(self.sids)
 
     def __iter__(self) -> Iterator[Obs]:
-        return map(_OBS, zip(self.sids, self.ts, self.values, self.aggs, strict=True))
+        cols = [c.tolist() if isinstance(c, np.ndarray) else c
+                for c in (self.sids, self.ts, self.values, self.aggs)]  # fmt: skip
+        return map(_OBS, zip(*cols, strict=True))
 
 
 class PointsDecoder:
@@ -79,6 +103,8 @@ class PointsDecoder:
 
     def decode(self, raw: bytes) -> tuple[Points | list[Obs], dict[int, Series]]:
         """The observations and the metadata of exactly the series they mention."""
+        if raw.startswith(MAGIC):
+            return self._decode_binary(raw)
         if raw.startswith(b'{"s"'):
             return _decode_v1(raw)
         cut = raw.index(b"\n")
@@ -91,6 +117,27 @@ class PointsDecoder:
             raise ValueError("points message columns differ in length")
         points = Points(sids, ts, values, aggs)
         return points, dict(zip(ids, map(known.__getitem__, ids), strict=True))
+
+    def _decode_binary(self, raw: bytes) -> tuple[Points, dict[int, Series]]:
+        _, n, k = _HEADER.unpack_from(raw)
+        meta_at = _HEADER.size + 8 * k + _POINT_BYTES * n
+        if len(raw) < meta_at:
+            raise ValueError("points message shorter than its header says")
+        at = _HEADER.size
+        ids = np.frombuffer(raw, np.uint64, k, at)
+        at += 8 * k
+        cols = []
+        for dtype, size in ((np.uint64, 8), (np.int64, 8), (np.float64, 8), (np.int8, 1)):
+            cols.append(np.frombuffer(raw, dtype, n, at))
+            at += size * n
+        sids = cols[0]
+        if n and (k == 0 or (ids[np.minimum(np.searchsorted(ids, sids), k - 1)] != sids).any()):
+            raise ValueError("points message mentions a series outside its list")
+        id_list = ids.tolist()
+        known = self._series
+        if not known.keys() >= set(id_list):
+            self._learn(orjson.loads(raw[meta_at:]), set(id_list))
+        return Points(*cols), {sid: known[sid] for sid in id_list}
 
     def _learn(self, doc: dict[str, list[object]], ids: set[int]) -> None:
         known = self._series

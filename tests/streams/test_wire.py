@@ -3,6 +3,8 @@ reuses it; feedback messages stay distinguishable."""
 
 from __future__ import annotations
 
+import struct
+
 import orjson
 import pytest
 
@@ -49,19 +51,49 @@ def test_decoder_reuses_known_series_and_returns_only_those_mentioned() -> None:
     assert meta[series_id(LAT)] is first[series_id(LAT)]
 
 
+def _cut(raw: bytes) -> int:
+    """Where a binary message's metadata starts."""
+    _, n, k = struct.unpack_from("<4sII", raw)
+    return 16 + 8 * k + 25 * n
+
+
+def test_points_travel_as_arrays_and_read_as_python_numbers() -> None:
+    points, _ = PointsDecoder().decode(encode_points(OBS, META))
+    assert [c.dtype.kind for c in (points.sids, points.ts, points.values, points.aggs)] == list(
+        "uifi"
+    )
+    assert [type(v) for v in next(iter(points))] == [int, int, float, int]
+
+
 def test_decoder_rejects_a_message_without_the_metadata_it_needs() -> None:
     raw = encode_points(OBS[:1], META)
-    cols = raw.split(b"\n")[0]
     with pytest.raises(ValueError, match="metadata"):
-        PointsDecoder().decode(cols + b"\n{}")
+        PointsDecoder().decode(raw[: _cut(raw)] + b"{}")
 
 
-def test_decoder_reads_the_previous_format() -> None:
+def test_decoder_rejects_truncated_and_inconsistent_messages() -> None:
+    raw = encode_points(OBS, META)
+    with pytest.raises(ValueError, match="shorter"):
+        PointsDecoder().decode(raw[: _cut(raw) - 1])
+    # the first point's series id replaced by one the message does not list
+    at = 16 + 8 * 2
+    bad = raw[:at] + (12345).to_bytes(8, "little") + raw[at + 8 :]
+    with pytest.raises(ValueError, match="outside its list"):
+        PointsDecoder().decode(bad)
+
+
+def test_decoder_reads_the_previous_formats() -> None:
     sid = series_id(CPU)
-    raw = orjson.dumps(
+    v1 = orjson.dumps(
         {"s": {str(sid): [*CPU[:3], list(map(list, CPU.labels))]}, "o": [list(OBS[0])]}
     )
-    assert PointsDecoder().decode(raw) == ([OBS[0]], {sid: CPU})
+    assert PointsDecoder().decode(v1) == ([OBS[0]], {sid: CPU})
+    v2 = b'{"c":%s}\n{"%d":%s}' % (
+        orjson.dumps([list(c) for c in zip(*OBS[:1], strict=True)]), sid,
+        orjson.dumps([*CPU[:3], list(map(list, CPU.labels))]),
+    )  # fmt: skip
+    points, meta = PointsDecoder().decode(v2)
+    assert (list(points), meta) == ([OBS[0]], {sid: CPU})
 
 
 def test_feedback_is_told_apart_from_points() -> None:
