@@ -23,6 +23,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -67,6 +68,7 @@ def service_series(service: str) -> Series:
     return make_series("service", "multivariate", service)
 
 
+@lru_cache(maxsize=100_000)  # asked for every record a detect worker publishes
 def service_partition(service: str, partitions: int) -> int:
     """Which services partition a service lives on: one service always meets one stage."""
     h = hashlib.blake2b(service.encode(), digest_size=8).digest()
