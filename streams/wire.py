@@ -57,13 +57,15 @@ class PointsEncoder:
             meta = self.meta
             frags.update((sid, _meta_fragment(sid, meta[sid])) for sid in new)
         n = len(cols[0])
+        aggs = cols[3]
+        same = n and aggs.count(aggs[0]) == n  # the common case: one aggregation for all
         return b"".join((
             _HEADER.pack(MAGIC, n, len(ids)),
             np.array(ids, np.uint64).tobytes(),
-            np.array(cols[0], np.uint64).tobytes(),
-            np.array(cols[1], np.int64).tobytes(),
-            np.array(cols[2], np.float64).tobytes(),
-            np.array(cols[3], np.int8).tobytes(),
+            np.fromiter(cols[0], np.uint64, n).tobytes(),
+            np.fromiter(cols[1], np.int64, n).tobytes(),
+            np.fromiter(cols[2], np.float64, n).tobytes(),
+            (np.full(n, aggs[0], np.int8) if same else np.fromiter(aggs, np.int8, n)).tobytes(),
             b"{%s}" % b",".join(map(frags.__getitem__, ids)),
         ))  # fmt: skip
 
