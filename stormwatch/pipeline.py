@@ -84,11 +84,15 @@ class EpisodePrinter:
             self.out.flush()
 
 
-def summarize(store: Store, settings: StormwatchSettings) -> dict[str, int]:
-    db = settings.database
+def summarize(store: Store, settings: StormwatchSettings, since: float) -> dict[str, int]:
+    """What this run wrote (since `since`, epoch seconds): earlier runs' rows in the same
+    database are not counted."""
+    db, t = settings.database, f"fromUnixTimestamp64Milli({int(since * 1000)})"
     q = store.query(
-        f"SELECT (SELECT count() FROM {db}.points FINAL), (SELECT uniqExact(series_id) FROM "
-        f"{db}.points), (SELECT count() FROM {db}.anomalies FINAL), (SELECT count() FROM {db}.dlq)"
+        f"SELECT (SELECT count() FROM {db}.points FINAL WHERE written_at >= {t}), "
+        f"(SELECT uniqExact(series_id) FROM {db}.points WHERE written_at >= {t}), "
+        f"(SELECT count() FROM {db}.anomalies FINAL WHERE updated_at >= {t}), "
+        f"(SELECT count() FROM {db}.dlq WHERE ts >= {t})"
     )
     points, series, episodes, dead = q.rows[0]
     return {"points": points, "series": series, "episodes": episodes, "dead_letters": dead}
@@ -109,6 +113,10 @@ def run_up(
     from streams.app import Stats, build_app
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if demo:
+        # Each demo run starts with new detectors: the last run's checkpoints (same series)
+        # would otherwise resume models that already saw its incidents.
+        settings = settings.model_copy(update={"restore_after": datetime.now(UTC)})
     if demo and "STORMWATCH_WINDOW_S" not in os.environ:
         # The demo compresses a day into minutes, so it aggregates spans over 2 s, not 10 s.
         settings = settings.model_copy(update={"window_s": 2.0, "lateness_s": 1.0})
@@ -155,7 +163,7 @@ def run_up(
         stop.set()
         for t in threads:
             t.join(timeout=15)
-        s = summarize(store, settings)
+        s = summarize(store, settings, t0)
         out.write(f"\nsummary: {s['points']} points from {s['series']} series in "
                   f"{time.time() - t0:.0f}s; {s['episodes']} anomaly episodes; "
                   f"{s['dead_letters']} dead letters\n")  # fmt: skip

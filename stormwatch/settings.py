@@ -64,6 +64,11 @@ class StormwatchSettings(BaseSettings):
     restore_before: datetime | None = Field(
         None, description="roll back: resume detectors from checkpoints older than this"
     )
+    restore_after: datetime | None = Field(
+        None,
+        description="start afresh: ignore checkpoints older than this (`up --demo` sets its "
+        "start, so each demo run begins with new detectors)",
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod

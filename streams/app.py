@@ -288,7 +288,8 @@ def build_app(
 
     common = {
         "app": app, "store": store, "database": db, "stats": stats,
-        "restore_before": settings.restore_before, "checkpoint_s": settings.checkpoint_s,
+        "restore_before": settings.restore_before, "restore_after": settings.restore_after,
+        "checkpoint_s": settings.checkpoint_s,
     }  # fmt: skip
     StageRunner(
         name="detect", topic=points_topic, stage=stage, decode=PointsDecoder().decode,

@@ -80,6 +80,7 @@ class StageRunner:
     after_write: Callable[[Any], Awaitable[None]] | None = None
     control: Callable[[bytes], Awaitable[bool]] | None = None  # True: handled, ack it
     restore_before: Any = None
+    restore_after: Any = None
     checkpoint_s: float = 30.0
     # Fewer, larger parts: ClickHouse's insert and background merges cost ~3.5 us of CPU a
     # point at these settings, ~4.9 at 20k rows / 0.2 s (docs/performance.md, third round,
@@ -178,6 +179,7 @@ class StageRunner:
                 self.topic_name,
                 parts,
                 self.restore_before,
+                self.restore_after,
             )
             self.drop(parts)  # anything built while the partitions were not ours
             self.stage.restore(states)

@@ -30,3 +30,23 @@ def test_demo_command_produces_every_kind_then_stops(broker, make_settings) -> N
     assert {e.kind for e in events} == {"metric", "span", "queue", "db"}
     assert len(events) > 200
     assert orjson.dumps(events[0].model_dump())
+
+
+def test_the_summary_counts_what_this_run_wrote(chdb_store, db_settings) -> None:  # type: ignore[no-untyped-def]
+    """`up --duration` ends with what it wrote: a second demo run in the same data directory
+    does not count the first one's rows."""
+    import time
+
+    from stormwatch.pipeline import summarize
+    from streams.columns import POINT_COLUMNS
+
+    db, now = db_settings.database, time.time()
+    row = [7, int(now * 1000), 1.0, 1, 0.1, None, None, None, 0, "metric", "cpu", "api", {},
+           "robust", "3.1"]  # fmt: skip
+    columns = [*POINT_COLUMNS, "written_at"]
+    earlier = [[v] for v in [*row[:1], row[1] - 60_000, *row[2:], int((now - 60) * 1000)]]
+    chdb_store.insert(f"{db}.points", columns, earlier)  # the last run's point
+    chdb_store.insert(f"{db}.points", columns, [[v] for v in [8, *row[1:], int(now * 1000)]])
+    s = summarize(chdb_store, db_settings, now - 1)
+    assert (s["points"], s["series"], s["episodes"], s["dead_letters"]) == (1, 1, 0, 0)
+    assert summarize(chdb_store, db_settings, now - 120)["points"] == 2

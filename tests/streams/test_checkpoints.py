@@ -52,3 +52,8 @@ def test_restore_resumes_and_rollback_returns_to_an_older_checkpoint(
     assert min(feed(rolled, probe, start=120)) >= 0.9  # rolled back: 30 is anomalous again
 
     assert load_checkpoints(chdb_store, db, topic, {(part + 1) % 4}) == {}
+    # starting afresh (each demo run): checkpoints written before the start are not resumed
+    after = datetime.fromtimestamp((t_normal + 40_000) / 1000, UTC)
+    assert load_checkpoints(chdb_store, db, topic, {part}, after=after) == {}
+    after = datetime.fromtimestamp((t_normal + 10_000) / 1000, UTC)
+    assert load_checkpoints(chdb_store, db, topic, {part}, after=after) == {SID: state_shifted}
