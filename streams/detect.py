@@ -498,9 +498,17 @@ def build_episode(
     start_ms, end_ms, points, (score, value, expected, lower, upper) = snap
     where = " ".join(f"{k}={v}" for k, v in m.labels if v)
     ratio = f", {value / expected:.2g}x expected" if expected and math.isfinite(expected) else ""
+    # The range is what one point alone must leave; the detector also weighs the recent points
+    # together, so a peak inside it was flagged for them: say so rather than look wrong.
+    inside = math.isfinite(lower) and math.isfinite(upper) and lower <= value <= upper
+    why = (
+        "; inside the range a single point may reach, flagged for what the recent points do "
+        "together: a run of wide points, a level shift, a change in spread, a drift or a "
+        "repeated value"
+    ) if inside else ""  # fmt: skip
     explanation = (
         f"{m.kind}.{m.name} of {m.service or '-'} [{where}] peaked at {_fmt(value)} vs expected "
-        f"{_fmt(expected)} (normal range {_fmt(lower)} to {_fmt(upper)}{ratio}); score "
+        f"{_fmt(expected)} (normal range {_fmt(lower)} to {_fmt(upper)}{ratio}{why}); score "
         f"{score:.3f} from {det.name} v{det.version} over {points} point(s)"
     )
     return Episode(

@@ -101,6 +101,24 @@ def test_level_shift_opens_one_episode_with_explanation() -> None:
     assert last.detector == "robust"
 
 
+def test_an_episode_peaking_inside_the_range_says_why_it_was_flagged() -> None:
+    """The printed range is what one point alone must leave; a peak inside it (flagged for a
+    run, a shift, a drift...) says so instead of reading as a contradiction."""
+    from detectors.registry import make_detector
+    from streams.detect import build_episode
+
+    det, sid = make_detector("robust"), series_id(CPU)
+    inside = build_episode(CPU, sid, (0, 10_000, 4, (0.93, 110.2, 103.0, 55.0, 150.9)), det,
+                           closed=False)  # fmt: skip
+    outside = build_episode(CPU, sid, (0, 10_000, 4, (0.99, 170.0, 103.0, 55.0, 150.9)), det,
+                            closed=False)  # fmt: skip
+    assert "peaked at 110.2" in inside.explanation
+    assert "inside the range a single point may reach" in inside.explanation
+    assert "level shift" in inside.explanation
+    assert "peaked at 170" in outside.explanation
+    assert "inside the range" not in outside.explanation
+
+
 def test_error_rate_needs_three_errors_to_alert() -> None:
     err = make_series("span", "error_rate", "svc", operation="op")
     meta = {series_id(err): err}
