@@ -108,9 +108,11 @@ class PointRows(Sequence[list[Any]]):
         None when the columns or their types are not the ones it encodes."""
         if list(columns) != POINT_COLUMNS or list(types) != POINT_TYPES or not self.rows:
             return None
+        from clickhouse_connect.driver.common import write_leb128
+
         out = bytearray()
-        _leb(len(POINT_COLUMNS), out)
-        _leb(self.rows, out)
+        write_leb128(len(POINT_COLUMNS), out)
+        write_leb128(self.rows, out)
         lengths = self.lengths
         for i, (name, type_name) in enumerate(zip(POINT_COLUMNS, POINT_TYPES, strict=True)):
             _string(name.encode(), out)
@@ -154,19 +156,10 @@ def _nullable(xs: np.ndarray) -> list[float | None]:
     return [x if math.isfinite(x) else None for x in xs.tolist()]
 
 
-def _leb(n: int, out: bytearray) -> None:
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return
-
-
 def _string(b: bytes, out: bytearray) -> None:
-    _leb(len(b), out)
+    from clickhouse_connect.driver.common import write_leb128
+
+    write_leb128(len(b), out)
     out += b
 
 
