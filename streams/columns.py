@@ -30,6 +30,8 @@ POINT_TYPES = [
     "LowCardinality(String)", "LowCardinality(String)",
 ]  # fmt: skip
 SERIES = {0: 0, 9: 1, 10: 2, 11: 3, 12: 4, 13: 5, 14: 6}  # column → index in a series row
+NUMBERS = {1: ("ts", "<i8"), 2: ("value", "<f8"), 3: ("n", "<u4"), 4: ("score", "<f4"),
+           8: ("hot", "<u1")}  # column → (array, Native encoding)  # fmt: skip
 FALLBACK_DETECTOR = "fallback"  # the detector column where the median/MAD rule decided
 
 
@@ -75,9 +77,8 @@ class PointRows(Sequence[list[Any]]):
             return out
         if 5 <= i <= 7:
             return _nullable(self.band[:, i - 5])
-        return {1: self.ts, 2: self.value, 3: self.n, 4: self.score, 8: self.hot.astype(np.uint8)}[
-            i
-        ].tolist()
+        arr = getattr(self, NUMBERS[i][0])
+        return (arr.astype(np.uint8) if arr.dtype == bool else arr).tolist()
 
     @property
     def series_ids(self) -> np.ndarray:
@@ -127,9 +128,8 @@ class PointRows(Sequence[list[Any]]):
                 out += null.astype(np.uint8).tobytes()
                 out += np.where(null, 0.0, x).astype("<f8").tobytes()
             else:
-                arr, code = {1: (self.ts, "<i8"), 2: (self.value, "<f8"), 3: (self.n, "<u4"),
-                             4: (self.score, "<f4"), 8: (self.hot, "<u1")}[i]  # fmt: skip
-                out += arr.astype(code).tobytes()
+                field, code = NUMBERS[i]
+                out += getattr(self, field).astype(code).tobytes()
         return bytes(out)
 
     def _series_column(self, i: int, lengths: np.ndarray, out: bytearray) -> None:

@@ -111,14 +111,10 @@ class PointsDecoder:
             return _decode_v1(raw)
         cut = raw.index(b"\n")
         sids, ts, values, aggs = orjson.loads(raw[:cut])["c"]
-        ids = set(sids)
-        known = self._series
-        if not ids.issubset(known):
-            self._learn(orjson.loads(raw[cut + 1 :]), ids)
+        meta = self._series_of(set(sids), raw[cut + 1 :])
         if not len(sids) == len(ts) == len(values) == len(aggs):
             raise ValueError("points message columns differ in length")
-        points = Points(sids, ts, values, aggs)
-        return points, dict(zip(ids, map(known.__getitem__, ids), strict=True))
+        return Points(sids, ts, values, aggs), meta
 
     def _decode_binary(self, raw: bytes) -> tuple[Points, dict[int, Series]]:
         _, n, k = _HEADER.unpack_from(raw)
@@ -135,11 +131,14 @@ class PointsDecoder:
         sids = cols[0]
         if n and (k == 0 or (ids[np.minimum(np.searchsorted(ids, sids), k - 1)] != sids).any()):
             raise ValueError("points message mentions a series outside its list")
-        id_list = ids.tolist()
+        return Points(*cols), self._series_of(set(ids.tolist()), raw[meta_at:])
+
+    def _series_of(self, ids: set[int], meta_json: bytes) -> dict[int, Series]:
+        """The `Series` of `ids`, parsing the message's metadata only when one is new."""
         known = self._series
-        if not known.keys() >= set(id_list):
-            self._learn(orjson.loads(raw[meta_at:]), set(id_list))
-        return Points(*cols), {sid: known[sid] for sid in id_list}
+        if not ids.issubset(known):
+            self._learn(orjson.loads(meta_json), ids)
+        return {sid: known[sid] for sid in ids}
 
     def _learn(self, doc: dict[str, list[object]], ids: set[int]) -> None:
         known = self._series
