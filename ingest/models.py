@@ -14,6 +14,8 @@ from typing import Annotated, ClassVar, Literal
 import msgspec
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
+MAX_EPOCH_S = 253_402_300_799.0  # 9999-12-31T23:59:59Z, the last instant ISO 8601 can name
+
 
 def _to_epoch_s(v: object) -> float:
     if isinstance(v, bool):
@@ -22,7 +24,10 @@ def _to_epoch_s(v: object) -> float:
         x = float(v)
         if not math.isfinite(x) or x < 0:
             raise ValueError("timestamp must be a finite, non-negative number")
-        return x / 1000.0 if x > 1e11 else x
+        x = x / 1000.0 if x > 1e11 else x
+        if x > MAX_EPOCH_S:  # past any calendar, and past int64 milliseconds downstream
+            raise ValueError("timestamp after the year 9999")
+        return x
     if isinstance(v, str):
         try:
             return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()

@@ -168,3 +168,14 @@ def test_a_number_too_large_for_a_float_is_refused_on_both_paths() -> None:
     assert records_json(raw) is None
     events, bad = decode_records(raw)
     assert events == [] and len(bad) == 1  # orjson calls it invalid JSON: the whole message
+
+
+def test_a_timestamp_past_the_year_9999_is_refused_with_a_reason_on_both_paths() -> None:
+    # 1e25 ms would read as 1e22 s: past any calendar and past int64 milliseconds, where it
+    # once failed the whole batch downstream instead of one event
+    good = {"kind": "metric", "name": "cpu", "value": 0.5, "ts": 1_700_000_000}
+    raw = json.dumps([good, {**good, "ts": 1e25}, good]).encode()
+    assert records_json(raw) is None
+    events, bad = decode_records(raw)
+    assert [e.ts for e in events] == [1_700_000_000.0, 1_700_000_000.0]
+    assert [r.item for r in bad] == [1] and "9999" in bad[0].reason
