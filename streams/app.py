@@ -36,7 +36,7 @@ from stormwatch.settings import StormwatchSettings
 from stormwatch.store import Store, StoreError
 from streams.columns import POINT_COLUMNS
 from streams.detect import DRIFT_COLUMNS, SHADOW_COLUMNS, DetectStage
-from streams.normalize import Columns, KnownMetrics, Normalizer
+from streams.normalize import KnownMetrics, Normalizer
 from streams.runner import Modulo, StageRunner, write_with_retry
 from streams.services import (
     ServicePoint,
@@ -48,7 +48,14 @@ from streams.services import (
 )
 from streams.sink import ClickHouseSink
 from streams.tuning import prompt_fetches
-from streams.wire import PointsDecoder, PointsEncoder, decode_feedback, partition_of
+from streams.wire import (
+    Points,
+    PointsDecoder,
+    PointsEncoder,
+    by_partition,
+    decode_feedback,
+    points_of,
+)
 
 log = logging.getLogger("stormwatch.streams")
 
@@ -159,27 +166,27 @@ def build_app(
     guard = CardinalityGuard()  # defaults: 1k series per name, 10k per service, 500k in all
     otlp_state = OtlpState()  # per worker: previous cumulative points, publish spans seen
     normalizer = Normalizer(admit=guard.admit)
-    known = KnownMetrics(t.partitions)  # metric series seen before skip redact + normalize
+    known = KnownMetrics()  # metric series seen before skip redact + normalize
     points_encoder = PointsEncoder(normalizer.meta)  # each series' metadata encoded once
 
     async def normalize_batch(events: list[Any], decode: Callable[[bytes], Any]) -> None:
         """decode → redact → normalize (cap inside) → DLQ / points, for one take() batch."""
-        by_part: dict[int, Columns] = defaultdict(lambda: ([], [], [], []))
+        chunks: list[Points] = []  # each message's points, in stream order
         for ev in events:
             msg = ev.message
-            mine: dict[int, Columns] = defaultdict(lambda: ([], [], [], []))
             try:
                 good, bad = decode(ev.value)
-                rest = known.take(good, mine)  # metric series seen before: no more work
+                taken, rest = known.take(good)  # metric series seen before: no more work
                 clean = redactor.events(rest)
                 obs = normalizer.observations(clean)
                 known.learn(rest, clean, normalizer)
             except Exception as e:  # noqa: BLE001 - nothing escapes an agent (it would ack)
-                good, obs, mine = [], [], {}  # all of the message goes to the DLQ, none on
+                good, obs, taken = [], [], None  # all of the message goes to the DLQ, none on
                 bad = [Reject(-1, f"internal error: {type(e).__name__}: {e}", ev.value)]
-            for p, cols in mine.items():
-                for into, col in zip(by_part[p], cols, strict=True):
-                    into += col
+            if taken is not None:
+                chunks.append(taken)
+            if obs:
+                chunks.append(points_of(obs))
             stats.add("normalize.messages")
             stats.add("normalize.events", len(good))
             for r in bad:
@@ -188,17 +195,11 @@ def build_app(
                 text = redactor.text(r.payload.decode("utf-8", "replace"))
                 r = Reject(r.item, r.reason, text.encode())
                 await dlq_topic.send(value=dlq_record(msg.topic, msg.partition, msg.offset, r))
-            for sid, ts_ms, value, agg in obs:
-                c = by_part[partition_of(sid, t.partitions)]
-                c[0].append(sid)
-                c[1].append(ts_ms)
-                c[2].append(value)
-                c[3].append(agg)
         stats.values["normalize.unmodeled"] = guard.unmodeled
         stats.values["normalize.redacted"] = redactor.redacted
         stats.values["normalize.series"] = guard.series
-        for p, cols in by_part.items():
-            await points_topic.send(value=points_encoder.encode_columns(cols), partition=p)
+        for p, cols in by_partition(chunks, t.partitions):
+            await points_topic.send(value=points_encoder.encode_columns(cols.columns), partition=p)
 
     @app.agent(raw_topic)
     async def normalize(stream: faust.StreamT) -> None:

@@ -28,6 +28,7 @@ _CACHE_MAX = 500_000  # series: the cardinality guard's default total
 MAGIC = b"SWP3"
 _HEADER = struct.Struct("<4sII4x")  # magic, points, series; 16 bytes keep the arrays aligned
 _POINT_BYTES = 8 + 8 + 8 + 1
+_DTYPES = (np.uint64, np.int64, np.float64, np.int8)  # ids, ts ms, values, aggs
 
 
 def _meta_fragment(sid: int, s: Series) -> bytes:
@@ -42,37 +43,58 @@ class PointsEncoder:
         self._fragments: dict[int, bytes] = {}
 
     def encode(self, obs: Sequence[Obs]) -> bytes:
-        return self.encode_columns(list(zip(*obs, strict=True)) if obs else [(), (), (), ()])
+        return self.encode_columns(points_of(obs).columns)
 
     def encode_columns(self, cols: Sequence[Sequence[Any]]) -> bytes:
-        """A message from columns: ids, ts ms, values, aggs."""
-        uniq = set(cols[0])
-        ids = sorted(uniq)
+        """A message from columns (arrays or lists): ids, ts ms, values, aggs."""
+        sids = np.asarray(cols[0], np.uint64)
+        n = len(sids)
+        ids = np.unique(sids)
+        id_list = ids.tolist()
         frags = self._fragments
-        new = uniq.difference(frags)
+        new = set(id_list).difference(frags)
         if new:
             if len(frags) + len(new) > _CACHE_MAX:
                 frags.clear()
-                new = uniq
+                new = set(id_list)
             meta = self.meta
             frags.update((sid, _meta_fragment(sid, meta[sid])) for sid in new)
-        n = len(cols[0])
-        aggs = cols[3]
-        same = n and aggs.count(aggs[0]) == n  # the common case: one aggregation for all
         return b"".join((
-            _HEADER.pack(MAGIC, n, len(ids)),
-            np.array(ids, np.uint64).tobytes(),
-            np.fromiter(cols[0], np.uint64, n).tobytes(),
-            np.fromiter(cols[1], np.int64, n).tobytes(),
-            np.fromiter(cols[2], np.float64, n).tobytes(),
-            (np.full(n, aggs[0], np.int8) if same else np.fromiter(aggs, np.int8, n)).tobytes(),
-            b"{%s}" % b",".join(map(frags.__getitem__, ids)),
+            _HEADER.pack(MAGIC, n, len(id_list)),
+            ids.tobytes(),
+            sids.tobytes(),
+            np.asarray(cols[1], np.int64).tobytes(),
+            np.asarray(cols[2], np.float64).tobytes(),
+            np.asarray(cols[3], np.int8).tobytes(),
+            b"{%s}" % b",".join(map(frags.__getitem__, id_list)),
         ))  # fmt: skip
 
 
 def encode_points(obs: Sequence[Obs], meta: Mapping[int, Series]) -> bytes:
     """One points message (no cache kept: a long-lived caller holds a `PointsEncoder`)."""
     return PointsEncoder(meta).encode(obs)
+
+
+def points_of(obs: Sequence[Obs]) -> Points:
+    """Observations as the columns a message carries (arrays)."""
+    n = len(obs)
+    cols = list(zip(*obs, strict=True)) if n else [(), (), (), ()]
+    return Points(*(np.fromiter(c, t, n) for c, t in zip(cols, _DTYPES, strict=True)))
+
+
+def by_partition(chunks: Sequence[Points], partitions: int) -> Iterator[tuple[int, Points]]:
+    """Chunks of columns (in stream order) regrouped per points partition, each partition's
+    points in the order they came: one message per partition."""
+    chunks = [c for c in chunks if len(c)]
+    if not chunks:
+        return
+    cols = [np.concatenate(col) for col in zip(*(c.columns for c in chunks), strict=True)]
+    parts = (cols[0] % np.uint64(partitions)).astype(np.int64)
+    order = np.argsort(parts, kind="stable")
+    ordered = parts[order]
+    starts = np.flatnonzero(np.diff(ordered, prepend=-1))
+    for idx, start in zip(np.split(order, starts[1:]), starts.tolist(), strict=True):
+        yield int(ordered[start]), Points(*(c[idx] for c in cols))
 
 
 class Points:
@@ -90,6 +112,10 @@ class Points:
 
     def __len__(self) -> int:
         return len(self.sids)
+
+    @property
+    def columns(self) -> tuple[Sequence[Any], ...]:
+        return self.sids, self.ts, self.values, self.aggs
 
     def __iter__(self) -> Iterator[Obs]:
         cols = [c.tolist() if isinstance(c, np.ndarray) else c

@@ -3,35 +3,33 @@ skips a redaction or the cardinality cap."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 from ingest.cardinality import CardinalityGuard, CardinalityLimits
 from ingest.models import records_json
 from ingest.redact import Redactor
-from streams.normalize import Columns, KnownMetrics, Normalizer
-from streams.wire import partition_of
+from streams.normalize import KnownMetrics, Normalizer
+from streams.wire import Points, by_partition, partition_of, points_of
 
 PARTS = 4
 
 
 def run(batches: list[bytes], guard: CardinalityGuard | None = None) -> tuple[Any, ...]:
     """The normalize agent's steps over `batches`: points per partition, redactions counted."""
-    red, known = Redactor(), KnownMetrics(PARTS)
+    red, known = Redactor(), KnownMetrics()
     norm = Normalizer(admit=(guard or CardinalityGuard()).admit)
-    by_part: dict[int, Columns] = defaultdict(lambda: ([], [], [], []))
+    chunks: list[Points] = []
     for raw in batches:
         good = records_json(raw)
         assert good is not None
-        rest = known.take(good, by_part)
+        taken, rest = known.take(good)
         clean = red.events(rest)
-        for sid, ts, value, agg in norm.observations(clean):
-            c = by_part[partition_of(sid, PARTS)]
-            for col, v in zip(c, (sid, ts, value, agg), strict=True):
-                col.append(v)
+        chunks += [taken] if taken is not None else []
+        chunks.append(points_of(norm.observations(clean)))
         known.learn(rest, clean, norm)
-    points = sorted(p for cols in by_part.values() for p in zip(*cols, strict=True))
-    parts_ok = all(partition_of(sid, PARTS) == p for p, c in by_part.items() for sid in c[0])
+    by_part = dict(by_partition(chunks, PARTS))
+    points = sorted(p for cols in by_part.values() for p in cols)
+    parts_ok = all(partition_of(o.series_id, PARTS) == p for p, c in by_part.items() for o in c)
     return points, red.redacted, norm.meta, parts_ok
 
 
