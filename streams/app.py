@@ -47,7 +47,7 @@ from streams.services import (
     service_partition,
 )
 from streams.sink import ClickHouseSink
-from streams.tuning import prompt_fetches
+from streams.tuning import MAX_MESSAGE_BYTES, prompt_fetches
 from streams.wire import (
     Points,
     PointsDecoder,
@@ -148,7 +148,8 @@ def build_app(
         broker_heartbeat_interval=min(1.0, settings.broker_session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,  # detect holds events on purpose (open windows)
-        producer_max_request_size=8 * 1024 * 1024,
+        producer_max_request_size=MAX_MESSAGE_BYTES,
+        consumer_max_fetch_size=MAX_MESSAGE_BYTES,  # per partition: see streams.tuning
         producer_acks=-1,
         logging_config=None,
     )

@@ -28,6 +28,9 @@ _CACHE_MAX = 500_000  # series: the cardinality guard's default total
 MAGIC = b"SWP3"
 _HEADER = struct.Struct("<4sII4x")  # magic, points, series; 16 bytes keep the arrays aligned
 _POINT_BYTES = 8 + 8 + 8 + 1
+# a message's points cap: 1.25 MB of columns, and room for their series' metadata under the
+# 8 MiB a message may take (streams.tuning.MAX_MESSAGE_BYTES)
+MESSAGE_POINTS = 50_000
 _DTYPES = (np.uint64, np.int64, np.float64, np.int8)  # ids, ts ms, values, aggs
 
 
@@ -82,9 +85,11 @@ def points_of(obs: Sequence[Obs]) -> Points:
     return Points(*(np.fromiter(c, t, n) for c, t in zip(cols, _DTYPES, strict=True)))
 
 
-def by_partition(chunks: Sequence[Points], partitions: int) -> Iterator[tuple[int, Points]]:
+def by_partition(
+    chunks: Sequence[Points], partitions: int, max_points: int = MESSAGE_POINTS
+) -> Iterator[tuple[int, Points]]:
     """Chunks of columns (in stream order) regrouped per points partition, each partition's
-    points in the order they came: one message per partition."""
+    points in the order they came, at most `max_points` a message."""
     chunks = [c for c in chunks if len(c)]
     if not chunks:
         return
@@ -94,7 +99,9 @@ def by_partition(chunks: Sequence[Points], partitions: int) -> Iterator[tuple[in
     ordered = parts[order]
     starts = np.flatnonzero(np.diff(ordered, prepend=-1))
     for idx, start in zip(np.split(order, starts[1:]), starts.tolist(), strict=True):
-        yield int(ordered[start]), Points(*(c[idx] for c in cols))
+        for at in range(0, len(idx), max_points):
+            piece = idx[at : at + max_points]
+            yield int(ordered[start]), Points(*(c[piece] for c in cols))
 
 
 class Points:

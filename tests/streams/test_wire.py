@@ -12,10 +12,13 @@ from streams.series import AGG_LAST, AGG_MEAN, Obs, make_series, series_id
 from streams.wire import (
     PointsDecoder,
     PointsEncoder,
+    by_partition,
     decode_feedback,
     decode_points,
     encode_feedback,
     encode_points,
+    partition_of,
+    points_of,
 )
 
 CPU = make_series("metric", "cpu", "api", host="a", dc="x")
@@ -100,3 +103,17 @@ def test_feedback_is_told_apart_from_points() -> None:
     raw = encode_feedback(42, "expected", episode_id=7)
     assert decode_feedback(raw) == {"series_id": 42, "label": "expected", "episode_id": 7}
     assert decode_feedback(encode_points(OBS, META)) is None
+
+
+def test_a_batch_regroups_per_partition_in_order_and_in_capped_messages() -> None:
+    sids = [series_id(CPU), series_id(LAT)]
+    obs = [Obs(sids[i % 2], 1000 + i, float(i), 0) for i in range(7)]
+    chunks = [points_of(obs[:3]), points_of([]), points_of(obs[3:])]
+    got: dict[int, list[list[Obs]]] = {}
+    for part, pts in by_partition(chunks, 2, max_points=2):
+        got.setdefault(part, []).append(list(pts))
+    for part, messages in got.items():
+        assert all(0 < len(m) <= 2 for m in messages)
+        flat = [o for m in messages for o in m]
+        assert flat == [o for o in obs if partition_of(o.series_id, 2) == part]  # stream order
+    assert sorted(o for ms in got.values() for m in ms for o in m) == sorted(obs)
