@@ -451,19 +451,74 @@ def needs_python(st: np.ndarray, buf: np.ndarray, y: float, t: float) -> int:
 
 
 @njit(cache=True)
+def _kth(a: np.ndarray, lo: int, hi: int, k: int) -> float:
+    """Reorders a[lo:hi] so that a[k] is its k-th smallest (quickselect, median-of-three)."""
+    while hi - lo > 1:
+        x, y, z = a[lo], a[(lo + hi - 1) // 2], a[hi - 1]
+        if x > y:
+            x, y = y, x
+        if y > z:
+            y = max(x, z)
+        i, j = lo, hi - 1
+        while i <= j:
+            while a[i] < y:
+                i += 1
+            while a[j] > y:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j + 1
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return a[k]
+
+
+@njit(cache=True)
+def median_of(a: np.ndarray, m: int) -> float:
+    """The median of a[:m], reordering it: the value np.median gives, without its copy."""
+    h = m // 2
+    upper = _kth(a, 0, m, h)
+    if m % 2:
+        return upper
+    lower = a[0]
+    for i in range(1, h):  # the largest of the h smaller values
+        lower = max(lower, a[i])
+    return (lower + upper) / 2
+
+
+@njit(cache=True)
 def mismatch(x: np.ndarray, p: int) -> float:
     """How badly the series repeats itself every p points: the spread of differences between
     points one and more cycles apart (a length one point off leaves k points of slide at k
     cycles). Unlike the autocorrelation it has no edge effects, and a trend adds the same to
-    every difference, which the variance ignores. Compiled: the period search tries dozens of
-    lengths, each over every multiple."""
+    every difference, which the variance ignores. Compiled, and without a temporary array a
+    step: the period search tries dozens of lengths, each over every multiple. It computes
+    exactly what np.median, np.clip and np.var of the differences would."""
     n = x.shape[0]
+    d, w = np.empty(n), np.empty(n)
     total = 0.0
     for k in range(p, n - p // 2, p):
-        d = x[k:] - x[:-k]
-        med = np.median(d)
-        lim = 4 * 1.4826 * np.median(np.abs(d - med)) + 1e-12
-        total += np.var(np.minimum(np.maximum(d, med - lim), med + lim))  # an anomaly is one point
+        m = n - k
+        for i in range(m):
+            d[i] = w[i] = x[i + k] - x[i]
+        med = median_of(w, m)
+        for i in range(m):
+            w[i] = abs(d[i] - med)
+        lim = 4 * 1.4826 * median_of(w, m) + 1e-12
+        lo, hi = med - lim, med + lim  # an anomaly is one point: clipped
+        s = 0.0
+        for i in range(m):
+            w[i] = min(max(d[i], lo), hi)
+            s += w[i]
+        mean, ssd = s / m, 0.0
+        for i in range(m):
+            ssd += (w[i] - mean) * (w[i] - mean)
+        total += ssd / m
     return total
 
 

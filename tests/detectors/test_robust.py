@@ -3,6 +3,12 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detectors import robust_core as rc
 from detectors.model import SeriesModel
 from detectors.registry import make_detector
 
@@ -94,3 +100,22 @@ def test_robust_alarm_ends_with_the_burst_that_raised_it() -> None:
     scores = _scores(ys)
     assert min(scores[60:65]) >= 0.9
     assert max(scores[66:]) < 0.6, [round(s, 2) for s in scores[64:]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(-5, 5) | st.floats(-1e6, 1e6), min_size=8, max_size=400),
+    st.integers(2, 200),
+)
+def test_the_period_fit_computes_what_numpy_would(values: list[float], p: int) -> None:
+    # the compiled misfit keeps no temporary arrays; it must still be numpy's median, clip
+    # and variance of the differences exactly (ties and repeated values included)
+    x = np.array(values, dtype=np.float64)
+    want = 0.0
+    for k in range(p, len(x) - p // 2, p):
+        d = x[k:] - x[:-k]
+        med = np.median(d)
+        lim = 4 * 1.4826 * np.median(np.abs(d - med)) + 1e-12
+        want += np.var(np.clip(d, med - lim, med + lim))
+    assert rc.mismatch(x, p) == pytest.approx(want, rel=1e-12, abs=1e-12)
+    assert rc.median_of(x.copy(), len(x)) == np.median(x)
