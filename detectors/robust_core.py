@@ -524,16 +524,21 @@ def mismatch(x: np.ndarray, p: int) -> float:
 
 @njit(cache=True)
 def prepared(x: np.ndarray) -> np.ndarray:
-    """The period search's view of a buffer (x is changed): gaps filled, trend removed,
-    outliers clipped. Compiled: it runs at every search, dozens of times a series."""
+    """The period search's view of a buffer, in place: gaps filled, trend removed, outliers
+    clipped. Compiled: it runs at every search, dozens of times a series."""
     n = x.shape[0]
     last = 0
     for i in range(n):  # held-back points: the last kept value stands in
         if x[i] == x[i]:
             last = i
         x[i] = x[last]
-    kept = x[~np.isnan(x)]
-    fill = np.median(kept) if kept.shape[0] else 0.0
+    w = np.empty(n)  # scratch for the medians
+    k = 0
+    for i in range(n):
+        if x[i] == x[i]:
+            w[k] = x[i]
+            k += 1
+    fill = median_of(w, k) if k else 0.0
     for i in range(n):
         if x[i] != x[i]:
             x[i] = fill
@@ -545,53 +550,85 @@ def prepared(x: np.ndarray) -> np.ndarray:
     slope = sxy / sxx if sxx > 0 else 0.0
     for i in range(n):
         x[i] -= mx + slope * (i - mi)
-    med = np.median(x)
-    lim = 5 * 1.4826 * np.median(np.abs(x - med)) + 1e-12
-    return np.minimum(np.maximum(x, med - lim), med + lim)  # nor is a burst of outliers
+    w[:] = x
+    med = median_of(w, n)
+    for i in range(n):
+        w[i] = abs(x[i] - med)
+    lim = 5 * 1.4826 * median_of(w, n) + 1e-12
+    for i in range(n):  # nor is a burst of outliers
+        x[i] = min(max(x[i], med - lim), med + lim)
+    return x
 
 
 @njit(cache=True)
-def _strong(acf: np.ndarray, n: int, p: int) -> bool:
+def _acf(r: np.ndarray, x: np.ndarray, var: float, k: int) -> float:
+    """The autocorrelation of x at lag k (unbiased: each lag's mean product over var),
+    computed the first time it is read: r holds NaN until then. A search reads the lags up
+    to a third of the buffer and the multiples of its few peaks, not every lag."""
+    v = r[k]
+    if v != v:
+        n = x.shape[0]
+        total = 0.0
+        for i in range(n - k):
+            total += x[i] * x[i + k]
+        v = r[k] = total / (var * (n - k))
+    return v
+
+
+@njit(cache=True)
+def _peak(r: np.ndarray, x: np.ndarray, var: float, p: int) -> bool:
+    """A local maximum of the autocorrelation at lag p."""
+    at = _acf(r, x, var, p)
+    return at > _acf(r, x, var, p - 1) and at >= _acf(r, x, var, p + 1)
+
+
+@njit(cache=True)
+def _strong(r: np.ndarray, x: np.ndarray, var: float, p: int) -> bool:
     """A cycle of p points: a peak well above the trough half a cycle earlier, and strong
     again at each multiple the buffer holds (a burst or a trend is not a cycle)."""
-    if not (acf[p] > 0.4 and acf[p] - acf[p // 2] > 0.7):
+    n = x.shape[0]
+    at = _acf(r, x, var, p)
+    if not (at > 0.4 and at - _acf(r, x, var, p // 2) > 0.7):
         return False
     lo, total, k = math.inf, 0.0, 0
     for j in range(p, max(p, n - p // 2), p):
-        lo = min(lo, acf[j])
-        total += acf[j]
+        v = _acf(r, x, var, j)
+        lo = min(lo, v)
+        total += v
         k += 1
     return lo > 0.25 and total / k > 0.4
 
 
 @njit(cache=True)
-def choose_period(acf: np.ndarray, x: np.ndarray, hi: int, max_period: int, step: float) -> int:
-    """`find_period`'s choice from the autocorrelation (see there); compiled, as it looks at
-    every lag and then fits each length near the winner."""
-    n = acf.shape[0]
+def choose_period(
+    x: np.ndarray, r: np.ndarray, var: float, hi: int, max_period: int, step: float
+) -> int:
+    """`find_period`'s choice from the autocorrelation r of the prepared buffer x (see
+    there): r may be all computed, or NaN where `_acf` is to compute it when read. Compiled,
+    as it looks at every lag and then fits each length near the winner."""
+    n = x.shape[0]
     if math.isfinite(step) and step > 0:  # calendar cycles first, at their exact lag
         best_q, best_v = -1, -math.inf
         for c in (86_400.0, 3_600.0, 604_800.0):
             q = c / step
-            r = int(round(q))
-            if abs(q - r) < 0.01 and 4 <= q <= hi and _strong(acf, n, r) and acf[r] > best_v:
-                best_q, best_v = r, acf[r]
+            k = int(round(q))
+            if abs(q - k) < 0.01 and 4 <= q <= hi and _strong(r, x, var, k) and r[k] > best_v:
+                best_q, best_v = k, r[k]
         if best_q > 0:
             return best_q
     # a peak just past the last lag allowed may be a cycle of exactly that length
     top = min(n - 2, hi + 3)
     best = -math.inf
     for p in range(4, top):
-        if acf[p] > acf[p - 1] and acf[p] >= acf[p + 1] and _strong(acf, n, p):
-            best = max(best, acf[p])
+        if _peak(r, x, var, p) and _strong(r, x, var, p):
+            best = max(best, r[p])
     if best == -math.inf:
         return 0
     p0 = 0
     for p in range(4, top):  # the shortest strong peak near the best
-        if acf[p] > acf[p - 1] and acf[p] >= acf[p + 1] and _strong(acf, n, p):
-            if acf[p] >= 0.85 * best:
-                p0 = p
-                break
+        if _peak(r, x, var, p) and _strong(r, x, var, p) and r[p] >= 0.85 * best:
+            p0 = p
+            break
     # its length: the whole number of points near it whose multiples line up best
     choice, fit = 0, math.inf
     for p in range(max(4, int(0.92 * p0)), int(1.08 * p0) + 2):

@@ -119,3 +119,32 @@ def test_the_period_fit_computes_what_numpy_would(values: list[float], p: int) -
         want += np.var(np.clip(d, med - lim, med + lim))
     assert rc.mismatch(x, p) == pytest.approx(want, rel=1e-12, abs=1e-12)
     assert rc.median_of(x.copy(), len(x)) == np.median(x)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(12, 256),
+    st.floats(4.0, 90.0),
+    st.floats(0.05, 2.0),  # noise: no exact ties between lags, where rounding could decide
+    st.integers(0, 2**32 - 1),
+)
+def test_a_short_search_reads_the_lags_it_needs_and_chooses_as_the_fft_would(
+    n: int, period: float, noise: float, seed: int
+) -> None:
+    # up to DIRECT_ACF_MAX points the autocorrelation is computed lag by lag when read: the
+    # values are the FFT's (to rounding) and so is the cycle chosen from them
+    rng = np.random.default_rng(seed)
+    i = np.arange(n)
+    x = rc.prepared(np.sin(2 * np.pi * i / period) + noise * rng.normal(size=n))
+    var = float(x @ x) / n
+    f = np.fft.rfft(x, 2 * n)
+    full = np.fft.irfft(f * np.conj(f))[:n] / (var * (n - np.arange(n)))
+    lazy = np.full(n, np.nan)
+    hi = n // 3
+    if hi >= 4:
+        assert rc.choose_period(x, lazy, var, hi, 288, 1.0) == rc.choose_period(
+            x, full.copy(), var, hi, 288, 1.0
+        )
+    read = ~np.isnan(lazy)
+    assert np.allclose(lazy[read], full[read], rtol=1e-9, atol=1e-12)
+    assert rc._acf(lazy, x, var, n // 2) == pytest.approx(full[n // 2], rel=1e-9, abs=1e-12)
