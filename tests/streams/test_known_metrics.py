@@ -66,3 +66,33 @@ def test_a_series_the_cap_refused_is_never_remembered() -> None:
     points, _, meta, _ = run([batch(rows, 100 + 10 * k) for k in range(3)], guard)
     assert len(meta) == 1 and len(points) == 3
     assert guard.unmodeled == 3  # host b counted each time, not skipped by a shortcut
+
+
+def test_a_mixed_message_takes_its_known_metrics_and_leaves_the_rest_in_order() -> None:
+    import orjson
+
+    metric = {"kind": "metric", "name": "cpu", "service": "api", "labels": {"host": "a"}}
+    span = {"kind": "span", "service": "api", "operation": "GET /", "duration_ms": 5.0}
+    first = [{**metric, "value": 1.0, "ts": 100}]
+    mixed = [
+        {**span, "ts": 101},
+        {**metric, "value": 2.0, "ts": 102},
+        {**metric, "labels": {"host": "b"}, "value": 3.0, "ts": 103},  # not seen yet
+        {**span, "ts": 104},
+        {**metric, "value": 4.0, "ts": 105},
+    ]
+    red, known, norm = Redactor(), KnownMetrics(), Normalizer()
+    good = records_json(orjson.dumps(first))
+    assert good is not None
+    taken, rest = known.take(good)
+    assert taken is None and rest == good  # nothing known yet: all of it takes the full path
+    norm.observations(red.events(rest))
+    known.learn(rest, red.events(rest), norm)
+    good = records_json(orjson.dumps(mixed))
+    assert good is not None
+    taken, rest = known.take(good)
+    assert taken is not None
+    [sid] = norm.meta
+    assert [(o.series_id, o.ts_ms, o.value) for o in taken] == [(sid, 102_000, 2.0),
+                                                                 (sid, 105_000, 4.0)]  # fmt: skip
+    assert [e.ts for e in rest] == [101, 103, 104]  # spans and the new series, in order
