@@ -125,8 +125,7 @@ class Points:
         return self.sids, self.ts, self.values, self.aggs
 
     def __iter__(self) -> Iterator[Obs]:
-        cols = [c.tolist() if isinstance(c, np.ndarray) else c
-                for c in (self.sids, self.ts, self.values, self.aggs)]  # fmt: skip
+        cols = [c.tolist() if isinstance(c, np.ndarray) else c for c in self.columns]
         return map(_OBS, zip(*cols, strict=True))
 
 
