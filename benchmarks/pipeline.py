@@ -34,6 +34,7 @@ from benchmarks.ceiling import (
     produce_stream,
     stream_start,
 )
+from benchmarks.cpu import cpu_by_role, per_point
 from stormwatch.broker import LocalBroker, free_port
 from stormwatch.settings import StormwatchSettings
 
@@ -178,12 +179,19 @@ def run_pipeline(
             store = open_store(settings)
             db = settings.database
 
+            pids = [p.pid for p in procs]
+            cpu: list[tuple[int, dict[str, float]]] = []  # (rows, CPU by role): first, last
+
             def count() -> int:
                 # the bare count is read from part metadata; the filtered one scans a column:
                 # polled every 0.25 s it would take the engine (and its lock) from the workers
                 q = f"SELECT count() FROM {db}.points"
-                if int(store.query(q).rows[0][0]) < spec.points:
+                n = int(store.query(q).rows[0][0])
+                if n and not cpu:  # the first rows are in: CPU is counted from here
+                    cpu.append((n, cpu_by_role(pids, broker.proc.pid)))
+                if n < spec.points:
                     return 0
+                cpu[1:] = [(n, cpu_by_role(pids, broker.proc.pid))]
                 return int(store.query(f"{q} WHERE {ONLY_METRICS}").rows[0][0])
 
             with profiled(procs[0].pid, profile, gil):
@@ -219,6 +227,11 @@ def run_pipeline(
         "wall_s": round(wall, 1),
         "produce_s": round(produce_s, 2),
         "per_worker": [int(v) for _, v in per_worker],
+        # CPU a point from the first rows written to the last, by role: the workers' Python
+        # against the engine's and broker's threads, which 2 workers must share 2 cores with
+        "cpu_us_per_point": per_point(cpu[0][1], cpu[-1][1], cpu[-1][0] - cpu[0][0])
+        if len(cpu) == 2
+        else {},
         "check": check,
     }
 

@@ -144,6 +144,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{c['rows_final']:,} FINAL, {c['unique_ids']:,} ids of {c['expected']:,})"
         )
 
+    def cpu_split(runs: list[dict[str, Any]]) -> str:
+        """Median CPU a point by role over the rounds (benchmarks.cpu)."""
+        got = [r["cpu_us_per_point"] for r in runs if r.get("cpu_us_per_point")]
+        if not got:
+            return ""
+        parts = ", ".join(f"{k} {median([g.get(k, 0.0) for g in got]):.1f}"
+                          for k in ("python", "native", "broker"))  # fmt: skip
+        return f"; CPU us/point: {parts}"
+
     rows: list[tuple[str, ...]] = [("benchmark", "result (median)", "detail", "points check")]
     names = ("ceiling (raw path, 1 process)", "pipeline, 1 worker", "pipeline, 2 workers")
     for i, name in enumerate(names):
@@ -157,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             steady = ", ".join(fmt(r.get("steady_points_per_s")) for r in runs)
             detail = (
                 f"rounds: {each} = {', '.join(f'{x:.2f}' for x in ratio)} {of}; "
-                f"after the first 20% of rows: {steady}"
+                f"after the first 20% of rows: {steady}{cpu_split(runs)}"
             )
         rows.append(
             (
