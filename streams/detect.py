@@ -32,6 +32,7 @@ from detectors.episodes import (
 )
 from detectors.forecast import LagForecaster
 from detectors.model_core import FALLBACK
+from stormwatch.store import row_count
 from streams.columns import PointRows
 from streams.series import AGG_LAST, AGG_RATE, Obs, Series
 from streams.tokens import TokenLedger
@@ -91,8 +92,7 @@ class Output:
 
     @property
     def rows(self) -> int:
-        p = self.points
-        return p.rows if isinstance(p, PointRows) else len(p[0])
+        return row_count(self.points)
 
 
 @dataclass
