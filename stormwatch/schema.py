@@ -166,6 +166,27 @@ TTL toDateTime(ts) + INTERVAL 365 DAY
 }
 
 
+# Write amplification: each level of merges rewrites every row, and the merge selector's
+# `base` sets how many parts of a size one merge takes, so how many levels a row goes through
+# (about log_base of the parts inserted). At the default 5, merging the detect stage's
+# 50k-row parts cost ~1.2 us of engine CPU a row beside ~0.25 for the insert itself; at 20,
+# ~0.75, for up to ~20 parts a level instead of 5 (docs/performance.md, seventh round). Only
+# where the engine knows the setting (ClickHouse 25.x and chdb have it; older servers keep
+# their default).
+MERGE_SETTINGS: dict[str, dict[str, int]] = {"points": {"merge_selector_base": 20}}
+
+
+def merge_tuning(database: str, known: set[str]) -> list[str]:
+    """`ALTER ... MODIFY SETTING` for each of MERGE_SETTINGS the engine knows (`known`):
+    idempotent, so it also brings tables created before the setting up to date."""
+    return [
+        f"ALTER TABLE {database}.{table} MODIFY SETTING {name} = {value}"
+        for table, names in MERGE_SETTINGS.items()
+        for name, value in names.items()
+        if name in known
+    ]
+
+
 def ddl(database: str, retention_days: int = 30) -> list[str]:
     """Every statement needed to create the schema, in order."""
     stmts = [f"CREATE DATABASE IF NOT EXISTS {database}"]

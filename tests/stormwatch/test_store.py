@@ -31,6 +31,27 @@ def test_schema_is_idempotent_and_inserts_are_column_oriented(
     assert chdb_store.query(f"SELECT sum(value) FROM {db}.health").rows == [(3.0,)]
 
 
+def test_points_merge_wider_where_the_engine_can_and_nothing_breaks_where_it_cannot(
+    chdb_store: Store, db_settings
+) -> None:  # type: ignore[no-untyped-def]
+    from stormwatch.schema import MERGE_SETTINGS, merge_tuning
+    from stormwatch.store import create_schema
+
+    db = db_settings.database
+    chdb_store.command(f"ALTER TABLE {db}.points RESET SETTING merge_selector_base")
+    create_schema(chdb_store, db_settings)  # brings an existing table up to date
+    engine = chdb_store.query(
+        f"SELECT engine_full FROM system.tables WHERE database = '{db}' AND name = 'points'"
+    ).rows[0][0]
+    base = MERGE_SETTINGS["points"]["merge_selector_base"]
+    assert f"merge_selector_base = {base}" in engine
+    # an engine that does not know the setting (an older server) gets no statement for it
+    assert merge_tuning(db, set()) == []
+    assert merge_tuning(db, {"merge_selector_base"}) == [
+        f"ALTER TABLE {db}.points MODIFY SETTING merge_selector_base = {base}"
+    ]
+
+
 def test_store_server_answers_another_process_with_token(chdb_store: Store, db_settings) -> None:  # type: ignore[no-untyped-def]
     server = StoreServer(chdb_store, db_settings)
     try:
