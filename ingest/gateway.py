@@ -42,6 +42,7 @@ from ingest import IngestError
 from ingest.decode import decode_json
 from ingest.models import Event
 from ingest.otlp import UNKNOWN_SERVICE, attr_map, parse_request
+from ingest.producer import COMPRESSION
 from stormwatch.settings import StormwatchSettings
 
 log = logging.getLogger("stormwatch.gateway")
@@ -123,6 +124,7 @@ class KafkaForwarder:
                     bootstrap_timeout_ms=ms, max_block_ms=ms, request_timeout_ms=ms,
                     delivery_timeout_ms=ms + 1000,
                     max_request_size=self.max_message_bytes + 64 * 1024,
+                    compression_type=COMPRESSION,  # as the SDK: a quarter of the bytes
                 )  # fmt: skip
                 # bootstrap_timeout_ms and delivery_timeout_ms are newer than kafka-python 2.2
                 known = KafkaProducer.DEFAULT_CONFIG

@@ -5,6 +5,11 @@ points travel in batches). Every message of one producer carries the same key, s
 one partition and a series sent by one producer is read in the order it was sent.
 `flush()` waits for delivery and returns how many events failed; the context manager flushes
 on exit.
+
+Batches are LZ4-compressed by default: a batch of 500 metric events is 4.4x smaller, so the
+broker stores and serves a quarter of the bytes and the pipeline's consumer reads them for
+~0.1 µs an event of decompression (docs/performance.md, seventh round). Any Kafka codec
+reaches the pipeline; `compression=None` sends plain batches.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Any
 import orjson
 
 from ingest.models import DbQuery, Event, MetricPoint, QueueEvent, Span
+
+COMPRESSION = "lz4"  # kafka-python's codec name; the lz4 package is a dependency
 
 
 def _now() -> float:
@@ -35,6 +42,7 @@ class TelemetryProducer:
         batch_size: int = 500,
         producer: Any = None,
         key: str | None = None,
+        compression: str | None = COMPRESSION,
     ) -> None:
         import uuid
 
@@ -49,6 +57,7 @@ class TelemetryProducer:
             linger_ms=5,
             retries=5,
             max_request_size=8 * 1024 * 1024,
+            compression_type=compression,
         )
         self._buf: list[dict[str, Any]] = []
         # Re-entrant: kafka-python runs a callback at once, on this thread, when the send has

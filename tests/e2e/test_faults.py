@@ -196,6 +196,44 @@ def test_poison_input_is_dead_lettered_while_good_input_flows(
     assert max(n for _, n in reasons) <= 64 * 1024 + 16, "payloads are capped in the dlq table"
 
 
+def test_batches_in_every_kafka_codec_reach_clickhouse(
+    broker: LocalBroker, make_settings: Settings, tmp_path: Path
+) -> None:
+    """Producers pick their codec (the OTel Collector's exporter offers all four): a batch the
+    consumer could not decompress would crash its fetcher and stop the pipeline."""
+    import asyncio
+
+    import orjson
+    from aiokafka import AIOKafkaProducer
+
+    codecs = ["gzip", "snappy", "lz4", "zstd"]
+    s = make_settings()
+    ensure_topics(broker.bootstrap, topic_partitions(s))
+    events = metric_events(8, range(60), seed=9)
+    share = -(-len(events) // len(codecs))
+
+    async def send_all() -> None:
+        for i, codec in enumerate(codecs):
+            p = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, compression_type=codec)
+            await p.start()
+            try:
+                batch = events[i * share : (i + 1) * share]
+                for j in range(0, len(batch), 40):
+                    await p.send_and_wait(s.topics.raw, orjson.dumps(batch[j : j + 40]))
+            finally:
+                await p.stop()
+
+    with running_pipeline(s, broker.bootstrap, tmp_path / "up.log") as proc:
+        asyncio.run(send_all())
+        store = remote_store(s)
+        db = s.database
+        wait_for(lambda: len(stored_metric_rows(store, db)) >= len(events), 90, "every codec")
+        assert proc.poll() is None, "the pipeline died on a compressed batch"
+        assert store.query(f"SELECT count() FROM {db}.dlq").rows[0][0] == 0
+        rows = stored_metric_rows(store, db)
+    assert_exactly_once(rows, events)
+
+
 def test_broker_restart_pipeline_reconnects_and_goes_on(
     make_settings: Settings, tmp_path: Path
 ) -> None:
