@@ -203,16 +203,18 @@ class SeriesModel:
         after_mean = sum(tail) / len(tail)
         after_std = math.sqrt(sum((v - after_mean) ** 2 for v in tail) / len(tail))
         before_mean, before_std = float(m[core.MEAN]), math.sqrt(m[core.VAR])
+        # still alarming once settled: the new normal. A change the detector already follows
+        # (no alarm now) is left to it: re-basing mid-drift would hide the drift.
+        rebase = m[core.FLAG_RUN] >= settle
         ev = DriftEvent(
             kind, before_mean, after_mean, before_std, after_std,
             f"{kind} shift: mean {before_mean:.4g} -> {after_mean:.4g}, "
-            f"std {before_std:.4g} -> {after_std:.4g}; the detector re-baselined",
+            f"std {before_std:.4g} -> {after_std:.4g}; "
+            + ("the detector re-baselined" if rebase else "the detector follows it already"),
         )  # fmt: skip
         m[core.MEAN], m[core.VAR] = after_mean, after_std**2
         m[core.SINCE_DRIFT] = 0
-        if m[core.FLAG_RUN] >= settle:
-            # still alarming once settled: the new normal. A change the detector already
-            # follows (no alarm now) is left to it: re-basing mid-drift would hide the drift.
+        if rebase:
             self._rebaseline(settle)
         else:
             core.reset_drift_tests(m)

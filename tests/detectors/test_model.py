@@ -39,6 +39,37 @@ def test_series_model_level_shift_records_one_drift_and_adapts() -> None:
     assert not any(v.is_anomaly for v in after[100:])  # the new normal is not flagged forever
 
 
+def test_a_drift_says_re_baselined_only_when_the_detector_was() -> None:
+    """A level shift that keeps alarming re-baselines; a slow change the detector follows
+    (the residual drift of a cycle of 94.2 points fitted with a whole number) does not, and
+    the drift event's text says which."""
+    import math
+
+    rng = random.Random(3)
+    sine = [100 + 10 * math.sin(i / 15) + rng.gauss(0, 1) for i in range(1500)]
+    step = noise(300) + noise(300, seed=1, level=130.0)
+    said: dict[bool, int] = {True: 0, False: 0}
+    for ys in (sine, step):
+        m = model()
+        calls: list[int] = []
+
+        def recorded(last: int, calls: list[int] = calls, inner=m._rebaseline) -> None:  # type: ignore[no-untyped-def]
+            calls.append(last)
+            inner(last)
+
+        m._rebaseline = recorded  # type: ignore[method-assign]
+        for i, y in enumerate(ys):
+            v = m.update({"y": y, "t": 60.0 * i})
+            if v.drift is None:
+                calls.clear()
+                continue
+            assert ("re-baselined" in v.drift.explanation) == bool(calls), v.drift.explanation
+            assert ("follows it already" in v.drift.explanation) != bool(calls)
+            said[bool(calls)] += 1
+            calls.clear()
+    assert said[True] and said[False], said  # both kinds happened
+
+
 def test_series_model_warmup_uses_fallback_and_flags_outlier() -> None:
     m = model()
     out = feed(m, noise(8) + [150.0])
