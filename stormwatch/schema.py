@@ -171,8 +171,8 @@ TTL toDateTime(ts) + INTERVAL 365 DAY
 # (about log_base of the parts inserted). At the default 5, merging the detect stage's
 # 50k-row parts cost ~1.2 us of engine CPU a row beside ~0.25 for the insert itself; at 20,
 # ~0.75, for up to ~20 parts a level instead of 5 (docs/performance.md, seventh round). Only
-# where the engine knows the setting (ClickHouse 25.x and chdb have it; older servers keep
-# their default).
+# where the engine knows the setting: it came with ClickHouse PR #71497 (November 2024), so
+# chdb has it and the compose image's 24.8 server keeps its default.
 MERGE_SETTINGS: dict[str, dict[str, int]] = {"points": {"merge_selector_base": 20}}
 
 
