@@ -13,7 +13,7 @@ rows (tested), when the table has the types it was made for.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,8 +116,7 @@ class PointRows(Sequence[list[Any]]):
         write_leb128(self.rows, out)
         lengths = self.lengths
         for i, (name, type_name) in enumerate(zip(POINT_COLUMNS, POINT_TYPES, strict=True)):
-            _string(name.encode(), out)
-            _string(type_name.encode(), out)
+            out += _strings((name, type_name))
             if i == 0:
                 out += self.series_ids.astype("<u8").tobytes()
             elif i in SERIES:
@@ -156,18 +155,16 @@ def _nullable(xs: np.ndarray) -> list[float | None]:
     return [x if math.isfinite(x) else None for x in xs.tolist()]
 
 
-def _string(b: bytes, out: bytearray) -> None:
+def _strings(values: Iterable[Any]) -> bytes:
+    """A String column's data (clickhouse-connect encodes str as UTF-8). The import is here,
+    once a column, so that importing this module does not load clickhouse-connect."""
     from clickhouse_connect.driver.common import write_leb128
 
-    write_leb128(len(b), out)
-    out += b
-
-
-def _strings(values: Sequence[Any]) -> bytes:
-    """A String column's data (clickhouse-connect encodes str as UTF-8)."""
     out = bytearray()
     for v in values:
-        _string(v.encode() if isinstance(v, str) else bytes(v), out)
+        b = v.encode() if isinstance(v, str) else bytes(v)
+        write_leb128(len(b), out)
+        out += b
     return bytes(out)
 
 
