@@ -420,14 +420,10 @@ class StoreServer:
 
 def create_schema(store: Store, settings: StormwatchSettings) -> None:
     """Create the database and tables if missing (safe to call on every start)."""
-    from stormwatch.schema import MERGE_SETTINGS, ddl, merge_tuning
+    from stormwatch.schema import ddl, merge_tuning
 
     for stmt in ddl(settings.database, settings.retention_days):
         store.command(stmt)
-    names = sorted({n for table in MERGE_SETTINGS.values() for n in table})
-    known = store.query(
-        "SELECT name FROM system.merge_tree_settings WHERE name IN {names:Array(String)}",
-        {"names": names},
-    ).rows
+    known = store.query("SELECT name FROM system.merge_tree_settings").rows
     for stmt in merge_tuning(settings.database, {r[0] for r in known}):
         store.command(stmt)
