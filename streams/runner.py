@@ -248,9 +248,11 @@ class StageRunner:
         return True
 
     async def _idle(self) -> None:
+        """Close quiet windows and start writing what is drained. It does not wait for the
+        write: waiting held the stage's lock, and the consume loop stalled behind it."""
         if self._stream is not None and not self.stopping:
             self.stage.close_idle()
-            await self.flush()
+            await self.flush(wait=False)
 
     async def _periodic_checkpoint(self) -> None:
         if self._stream is not None:
