@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"memory, {fmt(m.get('series'))} series",
                 "resident per series",
                 f"{fmt(m.get('bytes_per_series'))} bytes ({fmt(m.get('points_per_series'))} "
-                f"points each; {fmt(m.get('us_per_point'))} us/point in DetectStage)",
+                f"points each; {fmt(m.get('us_per_point'))} us/point in DetectStage; idle "
+                f"timer pass {fmt(m.get('idle_tick_ms'))} ms)",
                 "-",
             )
         )

@@ -86,6 +86,29 @@ def test_idle_series_window_closes_on_wall_clock() -> None:
     assert out.tokens == ["m1"] and column(out, "value") == [7.0]
 
 
+def test_series_idle_again_after_its_windows_closed_is_closed_again() -> None:
+    """Windows that closed by the watermark, then by the idle timer, then opened again: each
+    time the series goes quiet, its open window still closes on the wall clock."""
+    clock = Clock()
+    st = stage(clock)
+    lat = series_id(LAT)
+    st.add([Obs(lat, 1_000, 1.0, AGG_MEAN), Obs(lat, 16_000, 2.0, AGG_MEAN)], META, "m1")
+    st.add([Obs(series_id(CPU), 1_000, 0.5, AGG_LAST)], META, "m2")  # a metric: no windows
+    assert column(st.drain(), "ts") == [0, 1_000]  # [0, 10s) closed by the watermark
+    clock.t = 20.0
+    st.close_idle()  # the quiet series' window [10s, 20s) closes on the wall clock
+    assert st.drain().tokens == ["m1"]
+    clock.t = 21.0
+    st.add([Obs(lat, 25_000, 3.0, AGG_MEAN)], META, "m3")
+    clock.t = 30.0
+    st.close_idle()
+    assert st.drain().tokens == []  # 9 s of quiet: not yet
+    clock.t = 36.0
+    st.close_idle()
+    out = st.drain()
+    assert out.tokens == ["m3"] and column(out, "ts") == [20_000] and column(out, "value") == [3.0]
+
+
 def test_level_shift_opens_one_episode_with_explanation() -> None:
     st = stage()
     cpu = series_id(CPU)
