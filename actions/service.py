@@ -80,6 +80,29 @@ def policies_in_use(settings: ActionsSettings) -> ActionsSettings:
     return settings
 
 
+def fresh_demo_state(settings: ActionsSettings, store: Any | None, database: str,
+                     now: datetime) -> Path | None:  # fmt: skip
+    """Move the last run's actions state aside so a demo run starts with none; returns where
+    it went (None: there was none). Kept, it would hold this run's proposals back (one live
+    proposal per policy and target, for the 15 minutes a proposal lives) and apply its
+    cooldowns, silences and incidents to incidents that are not theirs. Its audit outbox is
+    flushed to ClickHouse first, so nothing it recorded is lost to the audit table."""
+    path = settings.db_path
+    if not path.exists():
+        return None
+    state = StateStore(path)
+    try:
+        Auditor(state, store, database).flush()
+    finally:
+        state.close()  # the last connection: SQLite folds the WAL into the file
+    dest = path.with_name(f"{path.stem}-{now.strftime('%Y%m%dT%H%M%SZ')}{path.suffix}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(f"{path}{suffix}")
+        if src.exists():
+            src.rename(f"{dest}{suffix}")
+    return dest
+
+
 def _listen(host: str, port: int) -> socket.socket:
     """Bind here, before any thread starts, so a taken port is a clear error at start-up."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -106,6 +129,7 @@ class ActionsService:
         self.bootstrap, self.topic, self.demo = bootstrap, anomalies_topic, demo
         self.on_feedback, self.clock = on_feedback, clock
         self.engine: Engine | None = None
+        self.archived_state: Path | None = None  # a demo run's predecessor state, moved aside
         self.app: Any = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -287,10 +311,12 @@ def start_in_pipeline(settings: Any, store: Any, *, demo: bool,
         raise StormwatchError(f"bad settings: {name}: {err['msg']}") from None
     if demo and asettings.policies is None:
         asettings = asettings.model_copy(update={"policies": DEMO_POLICIES})
+    archived = fresh_demo_state(asettings, store, settings.database, utcnow()) if demo else None
     record_policies(asettings)
     svc = ActionsService(asettings, store=store, database=settings.database,
                          bootstrap=settings.bootstrap(), anomalies_topic=settings.topics.anomalies,
                          demo=demo, on_feedback=on_feedback)  # fmt: skip
+    svc.archived_state = archived
     try:
         return svc.start()
     except ActionsError as e:

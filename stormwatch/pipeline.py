@@ -205,6 +205,9 @@ def _start_actions(
         publisher.close()
         raise
     svc.feedback_publisher = publisher  # type: ignore[attr-defined]
+    if svc.archived_state is not None:
+        out.write(f"actions: the last run's proposals and audit outbox are kept in "
+                  f"{svc.archived_state}; this demo starts with none\n")  # fmt: skip
     n = len(svc.engine.policies) if svc.engine else 0
     dry = "on" if svc.settings.dry_run else "off"
     out.write(

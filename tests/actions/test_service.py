@@ -175,3 +175,35 @@ def test_start_in_pipeline_stops_startup_on_a_bad_policy_file(
     monkeypatch.setenv("STORMWATCH_ACTIONS_ADDR", "nowhere")
     with pytest.raises(StormwatchError, match="STORMWATCH_ACTIONS_ADDR"):
         start_in_pipeline(make_settings(), chdb_store, demo=True)
+
+
+def test_a_demo_run_moves_the_last_runs_state_aside_after_flushing_its_audit(
+    make_engine: Callable[..., Any], db_settings: StormwatchSettings, chdb_store: Store,
+    broker: LocalBroker, clock: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any,
+) -> None:  # fmt: skip
+    """A second `up --demo` proposed nothing: the first run's proposals live 15 minutes and
+    hold their policy and target. Each demo run now starts with no state; the old file is
+    kept beside it, and what its audit outbox still held reaches ClickHouse first."""
+    from actions.service import start_in_pipeline
+    from actions.state import StateStore
+
+    data = tmp_path / "demo-data"
+    first = make_engine(data_dir=data)
+    (p,) = first.on_episode(episode(), clock())  # recorded in the outbox, not flushed
+    first.state.close()
+    settings = db_settings.model_copy(
+        update={"data_dir": data, "kafka_bootstrap": broker.bootstrap}
+    )
+    monkeypatch.setenv("STORMWATCH_ACTIONS_ADDR", "127.0.0.1:0")
+    svc = start_in_pipeline(settings, chdb_store, demo=True)
+    try:
+        assert svc.engine is not None and svc.engine.state.by_state(State.proposed) == []
+        kept = svc.archived_state
+        assert kept is not None and kept.parent == data and kept != svc.settings.db_path
+        old = StateStore(kept)
+        assert [x.id for x in old.by_state(State.proposed)] == [p.id] and old.pending() == []
+        old.close()
+        audit = audit_rows(chdb_store, db_settings.database)
+        assert [(r["proposal_id"], r["state"]) for r in audit] == [(p.id, "proposed")]
+    finally:
+        svc.stop()
