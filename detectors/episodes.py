@@ -63,26 +63,29 @@ class EpisodeTracker:
     below: int = 0
     peak: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0)
     changed: bool = field(default=False)
+    why: int = 0  # the peak's reason code (detectors.model_core WHY_*); 0: not known
 
     @property
     def is_open(self) -> bool:
         return self.start_ms >= 0
 
     def update(
-        self, ts_ms: int, score: float, value: float, band: tuple[float, float, float]
-    ) -> str | None:
-        """Feed one scored point; returns 'open', 'grow', 'close' or None."""
+        self, ts_ms: int, score: float, value: float, band: tuple[float, float, float],
+        why: int = 0,
+    ) -> str | None:  # fmt: skip
+        """Feed one scored point (`why`: its reason code, if flagged); returns 'open',
+        'grow', 'close' or None."""
         if not self.is_open:
             if score < self.high:
                 return None
             self.start_ms, self.end_ms, self.points, self.below = ts_ms, ts_ms, 1, 0
-            self.peak = (score, value, *band)
+            self.peak, self.why = (score, value, *band), why
             return "open"
         if score >= self.low:
             self.end_ms, self.below = ts_ms, 0
             self.points += 1
             if score > self.peak[0]:
-                self.peak = (score, value, *band)
+                self.peak, self.why = (score, value, *band), why
             return "grow"
         self.below += 1
         if self.below >= self.quiet:

@@ -46,6 +46,7 @@ class Verdict(NamedTuple):
     fallback: bool  # the median/MAD rule decided, not the detector
     shadow_score: float | None  # never thresholded
     raw_score: float  # the deciding model's score before feedback
+    why: int = 0  # a flagged point's reason code (model_core WHY_*): 0 when not known
 
 
 class Verdicts(NamedTuple):
@@ -134,6 +135,12 @@ class SeriesModel:
                 shadow = None
         raw = score
         score = core.judge(self.m_, y, raw, band.expected, band.upper)
+        why = 0
+        if score >= self.threshold:
+            if fallback:
+                why = core.WHY_FALLBACK
+            elif isinstance(self.detector_, RobustDetector):
+                why = self.detector_.strongest(x) + 1
         try:
             self.detector_.learn_one(x)
         except Exception:  # noqa: BLE001
@@ -141,7 +148,7 @@ class SeriesModel:
             self.detector_ = self.make()
         kind = core.learn(self.m_, self.rec_, y, band.expected, band.upper, fallback, raw < 0.6)
         event = self._drift(core.KINDS[kind]) if kind else None
-        return Verdict(score, band, score >= self.threshold, event, fallback, shadow, raw)
+        return Verdict(score, band, score >= self.threshold, event, fallback, shadow, raw, why)
 
     def update_batch(self, ts: np.ndarray, ys: np.ndarray) -> Verdicts:
         """`update` over one series' points (float64 arrays, time order), as columns."""
@@ -169,6 +176,7 @@ class SeriesModel:
             v = self.update({"y": float(ys[j]), "t": float(ts[j])})
             score[j], band[j], raw[j] = v.score, v.band, v.raw_score
             flags[j] = (core.FLAGGED if v.is_anomaly else 0) | (core.FALLBACK if v.fallback else 0)
+            flags[j] |= v.why << core.WHY_SHIFT
             if v.drift is not None:
                 drift.append((j, v.drift))
             if shadow is not None:

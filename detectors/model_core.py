@@ -39,6 +39,10 @@ PH_ALPHA = 1 - 0.0001
 
 # flags of a scored point
 FLAGGED, FALLBACK = 1, 2
+# bits 2-4 of a flagged point's flags: why it was flagged. 1 + the index of the robust
+# detector's strongest test (robust_core.EVIDENCE), WHY_FALLBACK for the median/MAD rule,
+# 0 when not known (another detector, or a point the Python path scored)
+WHY_SHIFT, WHY_FALLBACK = 2, 7
 # what `run` says
 DONE, POINT, GROW, SEARCH = 0, 1, 2, 3
 
@@ -191,6 +195,9 @@ def run(
             score, expected, lower, upper = fallback(m, rec, y)
         raw = score
         score = judge(m, y, score, expected, upper)
+        why = 0
+        if score >= thr:  # rare: the tests run again, before the point is learned
+            why = WHY_FALLBACK if fell_back else rc.strongest(st, season, y, t) + 1
         status = rc.LEARN_DONE
         if y == y and not math.isinf(y):
             status = rc.learn_point(st, season, drec, buf, more, y, t, False)
@@ -200,6 +207,7 @@ def run(
         out_score[j], out_raw[j] = score, raw
         out_band[j, 0], out_band[j, 1], out_band[j, 2] = expected, lower, upper
         out_flags[j] = (FLAGGED if score >= thr else 0) | (FALLBACK if fell_back else 0)
+        out_flags[j] |= why << WHY_SHIFT
         if status == rc.LEARN_SEARCH:
             return j, SEARCH
         j += 1

@@ -168,6 +168,24 @@ def score(st: np.ndarray, season: np.ndarray, y: float, t: float) -> float:
     return z_to_score(max(ev[0], ev[1], ev[2], ev[3], ev[4], ev[5]))
 
 
+# the tests `evidence` runs, in its order: what an episode names as the reason it was flagged
+EVIDENCE = ("point", "shift", "mid", "var", "drift", "stuck")
+
+
+@njit(cache=True)
+def strongest(st: np.ndarray, season: np.ndarray, y: float, t: float) -> int:
+    """Which test (an index into EVIDENCE) scores y at t highest; -1 while warming up. Call
+    it before y is learned, as `score` is."""
+    if st[N] < st[WARMUP] or y != y:
+        return -1
+    ev = evidence(st, season, y, t)
+    k = 0
+    for i in range(1, 6):
+        if ev[i] > ev[k]:
+            k = i
+    return k
+
+
 @njit(cache=True)
 def band(st: np.ndarray, season: np.ndarray) -> tuple[float, float, float]:
     """(expected, lower, upper) for the next point; infinite while warming up."""

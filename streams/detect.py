@@ -31,7 +31,8 @@ from detectors.episodes import (
     severity,
 )
 from detectors.forecast import LagForecaster
-from detectors.model_core import FALLBACK
+from detectors.model_core import FALLBACK, WHY_FALLBACK, WHY_SHIFT
+from detectors.robust_core import EVIDENCE
 from stormwatch.store import row_count
 from streams.columns import PointRows
 from streams.series import AGG_LAST, AGG_RATE, Obs, Series
@@ -418,10 +419,11 @@ class DetectStage:
             if not (forecast or st.episodes.is_open or g in hot_groups):
                 continue
             if rows is None:
-                rows = (ts_ms.tolist(), score.tolist(), ys.tolist(), band.tolist())
-            t_, s_, v_, b_ = rows
+                rows = (ts_ms.tolist(), score.tolist(), ys.tolist(), band.tolist(),
+                        (flags >> WHY_SHIFT).tolist())  # fmt: skip
+            t_, s_, v_, b_, w_ = rows
             for j in range(a, b):
-                self._track(st, st.sid, t_[j], s_[j], v_[j], b_[j])
+                self._track(st, st.sid, t_[j], s_[j], v_[j], b_[j], w_[j])
                 if forecast:
                     self._forecast(st, t_[j], v_[j])
 
@@ -466,9 +468,9 @@ class DetectStage:
         )  # fmt: skip
 
     def _track(self, st: _SeriesState, sid: int, ts_ms: int, score: float, value: float,
-               band: tuple[float, float, float]) -> None:  # fmt: skip
+               band: tuple[float, float, float], why: int = 0) -> None:  # fmt: skip
         ep = st.episodes
-        change = ep.update(ts_ms, score, value, band)
+        change = ep.update(ts_ms, score, value, band, why)
         if change is None:
             return
         if change == "open":
@@ -480,7 +482,9 @@ class DetectStage:
         snap = (ep.start_ms, ep.end_ms, ep.points, ep.peak)  # the tracker moves on
         self._episodes.add(
             (sid, ep.start_ms),
-            partial(build_episode, st.meta, sid, snap, st.detector, closed=change == "close"),
+            partial(
+                build_episode, st.meta, sid, snap, st.detector, closed=change == "close", why=ep.why
+            ),
             change,
         )
         if change == "close":
@@ -493,6 +497,23 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
+# Why a point inside the single-point range was flagged, by reason code (1 + the index of the
+# robust detector's test in robust_core.EVIDENCE; model_core.WHY_FALLBACK: the median/MAD rule)
+WHY_INSIDE = {
+    1 + EVIDENCE.index("point"): "two wide points in a row on the same side",
+    1 + EVIDENCE.index("shift"): "a level shift: the last few points sit off expected together",
+    1 + EVIDENCE.index("mid"): "a sustained shift: the last few dozen points lean one way",
+    1 + EVIDENCE.index("var"): "a change in spread: more wide points than usual",
+    1 + EVIDENCE.index("drift"): "a drift: the level moved slowly away from its long-run mean",
+    1 + EVIDENCE.index("stuck"): "a repeated value: the same reading again and again",
+    WHY_FALLBACK: "the median/MAD rule over the recent points, while the model warms up",
+}
+WHY_UNKNOWN = (
+    "what the recent points do together: a run of wide points, a level shift, a change in "
+    "spread, a drift or a repeated value"
+)
+
+
 def build_episode(
     m: Series,
     sid: int,
@@ -500,22 +521,26 @@ def build_episode(
     det: Detector,
     *,
     closed: bool,
+    why: int = 0,
 ) -> Episode:
-    """The episode of series `m` from a tracker's (start, end, points, peak)."""
+    """The episode of series `m` from a tracker's (start, end, points, peak); `why` is the
+    peak's reason code (0: not known)."""
     start_ms, end_ms, points, (score, value, expected, lower, upper) = snap
     where = " ".join(f"{k}={v}" for k, v in m.labels if v)
     ratio = f", {value / expected:.2g}x expected" if expected and math.isfinite(expected) else ""
     # The range is what one point alone must leave; the detector also weighs the recent points
     # together, so a peak inside it was flagged for them: say so rather than look wrong.
     inside = math.isfinite(lower) and math.isfinite(upper) and lower <= value <= upper
-    why = (
-        "; inside the range a single point may reach, flagged for what the recent points do "
-        "together: a run of wide points, a level shift, a change in spread, a drift or a "
-        "repeated value"
-    ) if inside else ""  # fmt: skip
+    if why == WHY_FALLBACK:
+        reason = f"; flagged by {WHY_INSIDE[why]}"
+    elif inside:
+        says = WHY_INSIDE.get(why, WHY_UNKNOWN)
+        reason = f"; inside the range a single point may reach, flagged for {says}"
+    else:
+        reason = ""
     explanation = (
         f"{m.kind}.{m.name} of {m.service or '-'} [{where}] peaked at {_fmt(value)} vs expected "
-        f"{_fmt(expected)} (normal range {_fmt(lower)} to {_fmt(upper)}{ratio}{why}); score "
+        f"{_fmt(expected)} (normal range {_fmt(lower)} to {_fmt(upper)}{ratio}{reason}); score "
         f"{score:.3f} from {det.name} v{det.version} over {points} point(s)"
     )
     return Episode(

@@ -59,6 +59,7 @@ def test_batches_of_any_size_score_as_point_by_point() -> None:
         for t, y in zip(case.t, case.y, strict=True):
             v = one.update({"y": y, "t": t})
             flags = (core.FLAGGED if v.is_anomaly else 0) | (core.FALLBACK if v.fallback else 0)
+            flags |= v.why << core.WHY_SHIFT  # the same reason either way
             ref.append((v.score, *v.band, flags, v.drift.explanation if v.drift else None))
         sizes = [rng.choice((1, 2, 7, 50, 300)) for _ in range(len(case.y))]
         got = _verdicts(many, case.t, case.y, sizes)

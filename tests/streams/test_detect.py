@@ -142,6 +142,30 @@ def test_an_episode_peaking_inside_the_range_says_why_it_was_flagged() -> None:
     assert "inside the range" not in outside.explanation
 
 
+def test_an_episode_names_the_test_that_flagged_its_peak() -> None:
+    """Not the list of every test the detector runs: the one that fired, the same whether
+    the points came one by one or in a batch (the compiled path)."""
+    rng = random.Random(3)
+    noise = [100 + rng.gauss(0, 2) for _ in range(200)]
+    cases = {
+        "a repeated value": noise + [101.3] * 30,
+        "a sustained shift": noise + [103.5 + rng.gauss(0, 2) for _ in range(40)],
+    }
+    for reason, vals in cases.items():
+        cpu = series_id(CPU)
+        for batch in (1, 50):
+            st = stage()
+            for i in range(0, len(vals), batch):
+                end = min(i + batch, len(vals))
+                st.add([Obs(cpu, j * 10_000, vals[j], AGG_LAST) for j in range(i, end)], META, i)
+            eps = st.drain().episodes
+            assert eps, reason
+            text = eps[-1].explanation
+            assert "inside the range a single point may reach" in text, text
+            assert f"flagged for {reason}" in text, text
+            assert "a run of wide points, a level shift" not in text  # not the generic list
+
+
 def test_error_rate_needs_three_errors_to_alert() -> None:
     err = make_series("span", "error_rate", "svc", operation="op")
     meta = {series_id(err): err}
