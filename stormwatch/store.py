@@ -302,14 +302,30 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _started(pid: int) -> str | None:
+    """When process `pid` started (boot id and clock ticks since boot, from /proc), so a pid
+    taken by another process after a crash and a reboot is not mistaken for the engine's
+    owner; None where /proc does not say."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return f"{boot}:{stat.rsplit(')', 1)[1].split()[19]}"  # field 22, starttime
+
+
 def engine_owner(settings: StormwatchSettings) -> dict[str, Any] | None:
-    """Where the live process serving this data directory's embedded engine listens, if any."""
+    """Where the live process serving this data directory's embedded engine listens, if any:
+    the pid must be alive and, where /proc says, still the process that wrote the file."""
     try:
         info = json.loads(_engine_file(settings).read_text())
     except (OSError, ValueError):  # none, or its owner is writing it right now
         return None
     pid = info.get("pid") if isinstance(info, dict) else None
-    return info if isinstance(pid, int) and _pid_alive(pid) else None
+    if not isinstance(pid, int) or not _pid_alive(pid):
+        return None
+    started = info.get("started")
+    return None if started and _started(pid) not in (None, started) else info
 
 
 def wait_for_engine(
@@ -409,7 +425,10 @@ class StoreServer:
         self._info.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self._info, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump({"pid": os.getpid(), "url": url, "token": token}, f)
+            json.dump(
+                {"pid": os.getpid(), "started": _started(os.getpid()), "url": url, "token": token},
+                f,
+            )
         self._thread.start()
 
     def close(self) -> None:

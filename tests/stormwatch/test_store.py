@@ -74,6 +74,28 @@ def test_store_server_answers_another_process_with_token(chdb_store: Store, db_s
     assert not (db_settings.chdb_path / "engine.json").exists()
 
 
+def test_an_engine_file_left_by_a_crash_is_not_taken_for_a_live_owner(
+    chdb_store: Store, db_settings
+) -> None:  # type: ignore[no-untyped-def]
+    """After a crash (the file stays) and a reboot, its pid may be any process's: commands
+    would talk to a server that is not there instead of opening the engine themselves."""
+    from stormwatch.store import engine_owner
+
+    server = StoreServer(chdb_store, db_settings)
+    path = db_settings.chdb_path / "engine.json"
+    try:
+        info = json.loads(path.read_text())
+        assert engine_owner(db_settings) == info  # the live server that wrote it
+    finally:
+        server.close()
+    # the same pid (alive: this process), another process's start: a reused pid
+    path.write_text(json.dumps(info | {"started": info["started"].rsplit(":", 1)[0] + ":1"}))
+    assert engine_owner(db_settings) is None
+    path.write_text(json.dumps(info | {"pid": 2**22 + 1}))  # a pid no process has
+    assert engine_owner(db_settings) is None
+    path.unlink()
+
+
 def test_a_worker_inserts_through_the_server_as_native_blocks(
     chdb_store: Store, db_settings
 ) -> None:  # type: ignore[no-untyped-def]
