@@ -132,8 +132,6 @@ def run_up(
         ensure_topics(settings.bootstrap(), topic_partitions(settings))
         store = open_store(settings, own=True)
         create_schema(store, settings)
-        if settings.embedded_clickhouse:
-            server = StoreServer(store, settings)
         out.write(f"storage: {settings.redacted_dsn()} (database {settings.database})\n")
         if gateway_on:
             gateway = _start_gateway(settings, out)
@@ -142,6 +140,8 @@ def run_up(
         app = build_app(
             settings, with_faults(store, settings), stats, on_episodes=EpisodePrinter(out)
         )  # type: ignore[arg-type]
+        if settings.embedded_clickhouse:  # served last: workers waiting for it join with us
+            server = StoreServer(store, settings)
         t0 = time.time()
         gen = None
         if demo:
@@ -272,7 +272,7 @@ def run_faust(app: object) -> None:
 def run_worker(settings: StormwatchSettings, out: IO[str] = sys.stdout) -> int:
     """One more worker in the consumer group: no broker, no engine of its own. With the
     embedded engine it writes through the `stormwatch up` process that owns it."""
-    from stormwatch.store import wait_for_engine
+    from stormwatch.store import RemoteStore, wait_for_engine
     from streams.app import build_app
 
     def waiting() -> None:
@@ -280,18 +280,24 @@ def run_worker(settings: StormwatchSettings, out: IO[str] = sys.stdout) -> int:
                   f"serve the engine in {settings.chdb_path}\n")  # fmt: skip
         out.flush()
 
+    store: Store
     if settings.embedded_clickhouse:
-        store: Store = wait_for_engine(settings, settings.engine_wait_s, waiting)
+        # Connected once `up` serves the engine, which it does right before it joins the
+        # group: built first (0.6 s of warm-up), this worker then joins with it. On Tansu a
+        # member's join is answered ~3 s after it asked, so one asking later starts later.
+        store = RemoteStore()
     else:  # a server: this worker may be the first one up
         store = open_store(settings)
         from ingest.topics import ensure_topics
 
         create_schema(store, settings)
         ensure_topics(settings.bootstrap(), topic_partitions(settings))
-    out.write(f"worker: joining group {settings.app_id} on {settings.bootstrap()}\n")
-    out.flush()
     try:
         app = build_app(settings, with_faults(store, settings), on_episodes=EpisodePrinter(out))
+        if isinstance(store, RemoteStore):
+            wait_for_engine(settings, settings.engine_wait_s, waiting, store, every=0.02)
+        out.write(f"worker: joining group {settings.app_id} on {settings.bootstrap()}\n")
+        out.flush()
         run_faust(app)  # type: ignore[arg-type]
     finally:
         store.close()

@@ -211,19 +211,27 @@ def _fast_low_card(t: Any) -> Any:
 
 
 class RemoteStore:
-    """Talks to the process that owns the embedded engine (see `serve_store`)."""
+    """Talks to the process that owns the embedded engine (see `serve_store`). Made without
+    an address, it is connected later (`connect`): a worker builds its app meanwhile."""
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str | None = None, token: str = "") -> None:
+        self._http: Any = None
+        self.native = NativeBlocks(self)
+        if url is not None:
+            self.connect(url, token)
+
+    def connect(self, url: str, token: str) -> None:
         import httpx
 
         self._http = httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"})
-        self.native = NativeBlocks(self)
 
     def _call(
         self, op: str, body: dict[str, Any] | bytes, headers: dict[str, str] | None = None
     ) -> Any:
         import httpx
 
+        if self._http is None:
+            raise StoreError("not connected yet to the stormwatch process owning the engine")
         content = body if isinstance(body, bytes) else orjson.dumps(body, default=_default)
         try:
             r = self._http.post(f"/{op}", content=content, headers=headers, timeout=60)
@@ -251,7 +259,8 @@ class RemoteStore:
         self._call("insert_native", body, {"x-table": table, "x-columns": ",".join(columns)})
 
     def close(self) -> None:
-        self._http.close()
+        if self._http is not None:
+            self._http.close()
 
 
 class FlakyStore:
@@ -329,12 +338,13 @@ def engine_owner(settings: StormwatchSettings) -> dict[str, Any] | None:
 
 
 def wait_for_engine(
-    settings: StormwatchSettings, timeout: float, waiting: Callable[[], None] = lambda: None
-) -> RemoteStore:
-    """The store served by the process that owns the embedded engine, waiting up to `timeout`
-    seconds for it: a worker started together with `stormwatch up` (by a process manager, or
-    a benchmark) must neither fail nor open the engine itself meanwhile. `waiting` is called
-    once if it has to wait."""
+    settings: StormwatchSettings, timeout: float, waiting: Callable[[], None] = lambda: None,
+    store: RemoteStore | None = None, every: float = 0.1,
+) -> RemoteStore:  # fmt: skip
+    """The store served by the process that owns the embedded engine (`store`, connected,
+    if given), waiting up to `timeout` seconds for it, looking every `every` s: a worker
+    started together with `stormwatch up` (by a process manager, or a benchmark) must neither
+    fail nor open the engine itself meanwhile. `waiting` is called once if it has to wait."""
     deadline = time.monotonic() + timeout
     told = False
     while (info := engine_owner(settings)) is None:
@@ -347,8 +357,10 @@ def wait_for_engine(
         if not told:
             waiting()
             told = True
-        time.sleep(0.1)
-    return RemoteStore(info["url"], info["token"])
+        time.sleep(every)
+    store = store or RemoteStore()
+    store.connect(info["url"], info["token"])
+    return store
 
 
 def open_store(settings: StormwatchSettings, *, own: bool = False) -> Store:

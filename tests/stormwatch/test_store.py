@@ -257,9 +257,12 @@ def test_a_worker_waits_for_up_to_serve_the_engine_and_never_opens_it(
     servers: list[StoreServer] = []
     timer = threading.Timer(0.5, lambda: servers.append(StoreServer(chdb_store, db_settings)))
     timer.start()
+    built_first = RemoteStore()  # the worker's app holds it before the engine is served
+    with pytest.raises(StoreError, match="not connected yet"):
+        built_first.query("SELECT 1")
     try:
-        remote = wait_for_engine(db_settings, 30, lambda: told.append(True))
-        assert isinstance(remote, RemoteStore) and told == [True]
+        remote = wait_for_engine(db_settings, 30, lambda: told.append(True), built_first)
+        assert remote is built_first and told == [True]
         db = db_settings.database
         assert remote.query(f"SELECT count() FROM {db}.points").rows == [(0,)]
     finally:
