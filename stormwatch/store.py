@@ -210,6 +210,15 @@ def _fast_low_card(t: Any) -> Any:
     return t
 
 
+def preload_insert_path() -> None:
+    """Import now what clickhouse-connect imports on the first insert (pandas, to tell a
+    DataFrame from columns: ~0.2 s holding the GIL), so a worker does not pay it while the
+    stream waits for its first rows."""
+    from clickhouse_connect.driver import options
+
+    _ = options.pd
+
+
 class RemoteStore:
     """Talks to the process that owns the embedded engine (see `serve_store`). Made without
     an address, it is connected later (`connect`): a worker builds its app meanwhile."""

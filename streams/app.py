@@ -33,7 +33,7 @@ from ingest.decode import Reject, decode_records
 from ingest.otlp import OtlpState, decode_otlp_metrics, decode_otlp_traces
 from ingest.redact import Redactor
 from stormwatch.settings import StormwatchSettings
-from stormwatch.store import Store, StoreError
+from stormwatch.store import Store, StoreError, preload_insert_path
 from streams.columns import POINT_COLUMNS
 from streams.detect import DRIFT_COLUMNS, SHADOW_COLUMNS, DetectStage
 from streams.normalize import KnownMetrics, Normalizer
@@ -225,6 +225,7 @@ def build_app(
         lag_threshold=settings.queue_lag_threshold, horizon_s=settings.forecast_horizon_s,
     )  # fmt: skip
     warm_up(stage.make_detector)  # compiled code loaded now, not on the first message
+    preload_insert_path()  # and the insert's imports, not on the first write
     app.stormwatch_stage = stage  # type: ignore[attr-defined]
     points_sink = ClickHouseSink(store, f"{db}.points", POINT_COLUMNS)
     episodes_sink = ClickHouseSink(store, f"{db}.anomalies", EPISODE_COLUMNS)
