@@ -136,11 +136,11 @@ class SeriesModel:
         raw = score
         score = core.judge(self.m_, y, raw, band.expected, band.upper)
         why = 0
-        if score >= self.threshold:
-            if fallback:
-                why = core.WHY_FALLBACK
-            elif isinstance(self.detector_, RobustDetector):
-                why = self.detector_.strongest(x) + 1
+        det = self.detector_
+        if score >= self.threshold and isinstance(det, RobustDetector):
+            why = core.reason(det.st_, det.season_, y, x.get("t", math.nan), fallback)
+        elif score >= self.threshold and fallback:
+            why = core.WHY_FALLBACK
         try:
             self.detector_.learn_one(x)
         except Exception:  # noqa: BLE001
@@ -175,8 +175,7 @@ class SeriesModel:
                 break
             v = self.update({"y": float(ys[j]), "t": float(ts[j])})
             score[j], band[j], raw[j] = v.score, v.band, v.raw_score
-            flags[j] = (core.FLAGGED if v.is_anomaly else 0) | (core.FALLBACK if v.fallback else 0)
-            flags[j] |= v.why << core.WHY_SHIFT
+            flags[j] = core.point_flags(v.is_anomaly, v.fallback, v.why)
             if v.drift is not None:
                 drift.append((j, v.drift))
             if shadow is not None:

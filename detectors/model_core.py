@@ -43,6 +43,20 @@ FLAGGED, FALLBACK = 1, 2
 # detector's strongest test (robust_core.EVIDENCE), WHY_FALLBACK for the median/MAD rule,
 # 0 when not known (another detector, or a point the Python path scored)
 WHY_SHIFT, WHY_FALLBACK = 2, 7
+
+
+@njit(cache=True)
+def reason(st: np.ndarray, season: np.ndarray, y: float, t: float, fell_back: bool) -> int:
+    """A flagged point's reason code, before the robust detector (`st`, `season`) learns y."""
+    return WHY_FALLBACK if fell_back else rc.strongest(st, season, y, t) + 1
+
+
+@njit(cache=True)
+def point_flags(flagged: bool, fell_back: bool, why: int) -> int:
+    """A scored point's flags: FLAGGED, FALLBACK and its reason code."""
+    return (FLAGGED if flagged else 0) | (FALLBACK if fell_back else 0) | (why << WHY_SHIFT)
+
+
 # what `run` says
 DONE, POINT, GROW, SEARCH = 0, 1, 2, 3
 
@@ -195,9 +209,7 @@ def run(
             score, expected, lower, upper = fallback(m, rec, y)
         raw = score
         score = judge(m, y, score, expected, upper)
-        why = 0
-        if score >= thr:  # rare: the tests run again, before the point is learned
-            why = WHY_FALLBACK if fell_back else rc.strongest(st, season, y, t) + 1
+        why = reason(st, season, y, t, fell_back) if score >= thr else 0  # rare: tests rerun
         status = rc.LEARN_DONE
         if y == y and not math.isinf(y):
             status = rc.learn_point(st, season, drec, buf, more, y, t, False)
@@ -206,8 +218,7 @@ def run(
         learn(m, rec, y, expected, upper, fell_back, raw < 0.6)
         out_score[j], out_raw[j] = score, raw
         out_band[j, 0], out_band[j, 1], out_band[j, 2] = expected, lower, upper
-        out_flags[j] = (FLAGGED if score >= thr else 0) | (FALLBACK if fell_back else 0)
-        out_flags[j] |= why << WHY_SHIFT
+        out_flags[j] = point_flags(score >= thr, fell_back, why)
         if status == rc.LEARN_SEARCH:
             return j, SEARCH
         j += 1

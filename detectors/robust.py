@@ -134,11 +134,6 @@ class RobustDetector:
     def score_one(self, x: Mapping[str, float]) -> float:
         return core.score(self.st_, self.season_, x["y"], x.get("t", math.nan))
 
-    def strongest(self, x: Mapping[str, float]) -> int:
-        """Which test scores x highest (an index into `core.EVIDENCE`; -1 while warming up),
-        before x is learned: an episode names it as the reason."""
-        return core.strongest(self.st_, self.season_, x["y"], x.get("t", math.nan))
-
     def band(self) -> Band:
         return Band(*core.band(self.st_, self.season_))
 
