@@ -75,7 +75,7 @@ class RobustDetector:
     `robust_core` on the state vector `st_`; learned state ends in `_`."""
 
     name = "robust"
-    version = "3.1"
+    version = "3.2"
 
     def __init__(
         self,

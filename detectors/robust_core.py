@@ -269,6 +269,17 @@ def search_due(st: np.ndarray, n: int) -> bool:
 
 
 @njit(cache=True)
+def dev_rate(st: np.ndarray) -> float:
+    """How fast the noise scale learns: the plain mean of the residuals seen since the warm-up
+    (whose median deviation counts as `warmup` of them), then its EW rate. A young series'
+    scale is otherwise the warm-up's few points for ~200 more, and a cycle not found yet (or
+    any wider spread) alarms on every swing until a re-baseline."""
+    w = 1.0 / (st[QUIET] + st[WARMUP])
+    a = 0.2 * st[ALPHA]
+    return w if w > a else a
+
+
+@njit(cache=True)
 def learn(st: np.ndarray, season: np.ndarray, rec: np.ndarray, y: float, t: float) -> bool:
     """Learn y at t; False if it was held back as anomalous. The evidence is the one its
     score saw (before this point's time moved the clock)."""
@@ -339,7 +350,7 @@ def learn(st: np.ndarray, season: np.ndarray, rec: np.ndarray, y: float, t: floa
     if anomalous:
         # not learned (it must not poison the baseline) except, clipped, by the noise scale:
         # a lasting variance change then widens the band instead of alerting forever
-        st[DEV] += 0.1 * a * (3.0 * s - st[DEV])
+        st[DEV] += 0.5 * dev_rate(st) * (3.0 * s - st[DEV])
         st[RUN] += 1
         if st[RUN] >= st[ADAPT]:
             rebaseline(st, rec, 0)
@@ -360,7 +371,7 @@ def learn(st: np.ndarray, season: np.ndarray, rec: np.ndarray, y: float, t: floa
     slow = st[SLOW] + k * (level - st[SLOW])
     st[SLOW] = slow
     if not same or st[SAME_RATE] > 0.2:  # a repeated value says nothing of the noise
-        st[DEV] += 0.2 * a * ((ar if ar < 4.0 * s else 4.0 * s) - st[DEV])
+        st[DEV] += dev_rate(st) * ((ar if ar < 4.0 * s else 4.0 * s) - st[DEV])
     st[TAIL] += 0.1 * a * ((1.0 if ar > c else 0.0) - st[TAIL])
     # what is normal for the evidence: the mean of what was seen so far, then EW means (a
     # cold start must not judge a series by the white-noise prior for a hundred points)
