@@ -1,8 +1,12 @@
 """Ceiling: the raw path without detection, in one process, against its own broker and engine.
 
-A pre-produced stream of JSON point batches is consumed with aiokafka `getmany`, decoded with
-orjson, turned into column arrays (integer epoch ms, cached series ids) and inserted into chdb
-in large columnar blocks: what this machine allows before any detection work.
+A pre-produced stream of JSON point batches is consumed with aiokafka `getmany` and written
+to chdb with the pipeline's own building blocks, minus detection: decoded and validated into
+msgspec records as the normalize stage does, kept as `PointRows` (a series' columns once, the
+numbers in numpy arrays), encoded to Native with numpy, and inserted in large blocks in a thread
+while the next block is consumed (one insert in flight, as the detect stage writes). What this
+machine allows before any detection work. `--naive` measures DESIGN.md's path instead (orjson,
+a list a column, clickhouse-connect's encoder), `--no-overlap` waits for each insert.
 
     python -m benchmarks.ceiling --series 2000 --points 300000
 
@@ -19,15 +23,18 @@ import random
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from ingest.models import records_json
 from stormwatch.broker import LocalBroker, free_port
 from stormwatch.settings import StormwatchSettings, load_settings
-from streams.columns import POINT_COLUMNS
+from streams.columns import POINT_COLUMNS, POINT_TYPES, PointRows
 from streams.series import Series, series_id
 
 PARTITIONS = 4
@@ -225,11 +232,93 @@ class ColumnBuilder:
         return cols
 
 
+class RunBuilder:
+    """The pipeline's own building blocks without detection: msgspec records (validated, as
+    the normalize stage decodes them), `PointRows` with a series' columns kept once, and its
+    numpy Native encoding."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self.runs: list[tuple[tuple[Any, ...], int]] = []
+        self.ts: list[float] = []
+        self.values: list[float] = []
+
+    def add(self, raw: bytes) -> int:
+        recs = records_json(raw)
+        if recs is None:
+            raise ValueError("the bench stream holds only valid metric batches")
+        rows, runs = self.rows, self.runs
+        for r in recs:
+            labels = r.labels  # type: ignore[union-attr]
+            key = (r.name, r.service, *labels.items())  # type: ignore[union-attr]
+            row = rows.get(key)
+            if row is None:
+                s = Series("metric", r.name, r.service, tuple(sorted(labels.items())))  # type: ignore[union-attr]
+                row = rows[key] = (series_id(s), "metric", s.name, s.service, labels, "none", "0")
+            runs.append((row, 1))
+        self.ts += [r.ts for r in recs]
+        self.values += [r.value for r in recs]  # type: ignore[union-attr]
+        return len(recs)
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def take(self) -> PointRows:
+        k = len(self.runs)
+        ts = (np.array(self.ts) * 1000).astype(np.int64)
+        none = np.zeros(k, bool)
+        rows = PointRows(self.runs, ts, np.array(self.values), np.ones(k, np.int64),
+                         np.zeros(k), np.full((k, 3), np.nan), none, none)  # fmt: skip
+        self._reset()
+        return rows
+
+
+def write_rows(store: Any, table: str, rows: PointRows) -> None:
+    """Encode (numpy, as the stage does) and insert one block."""
+    body = rows.native_block(POINT_COLUMNS, POINT_TYPES)
+    if body is None:
+        raise ValueError("points columns changed: the Native encoder no longer fits")
+    store.insert_native(table, POINT_COLUMNS, body)
+
+
 async def consume_insert(
-    bootstrap: str, topic: str, total: int, store: Any, table: str, block: int
+    bootstrap: str,
+    topic: str,
+    total: int,
+    store: Any,
+    table: str,
+    block: int,
+    overlap: bool,
+    naive: bool = False,
 ) -> tuple[float, int]:
-    """getmany → orjson → columns → insert every `block` rows; (seconds, inserts)."""
+    """getmany → decode → columns → insert every `block` rows; (seconds, inserts). With
+    `overlap`, a block is encoded and inserted in a thread while the next one is consumed,
+    one insert in flight, as the detect stage writes. `naive`: orjson, a list a column and
+    clickhouse-connect's encoder (DESIGN.md's ~190k points/s path)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(1, thread_name_prefix="ceiling-insert")
+    pending: asyncio.Future[None] | None = None
+
+    def write(block_rows: Any) -> None:
+        if naive:
+            store.insert(table, POINT_COLUMNS, block_rows)
+        else:
+            write_rows(store, table, block_rows)
+
+    async def insert(block_rows: Any) -> None:
+        nonlocal pending
+        if pending is not None:
+            await pending
+            pending = None
+        if overlap:
+            pending = loop.run_in_executor(pool, write, block_rows)
+        else:
+            write(block_rows)
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -242,7 +331,7 @@ async def consume_insert(
     try:
         consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
         await consumer.seek_to_beginning()
-        builder = ColumnBuilder()
+        builder: Any = ColumnBuilder() if naive else RunBuilder()
         seen = inserts = 0
         t0 = None
         while seen < total:
@@ -251,18 +340,26 @@ async def consume_insert(
                 t0 = time.perf_counter()
             for msgs in got.values():
                 for m in msgs:
-                    batch = orjson.loads(m.value)
-                    builder.add(batch)
-                    seen += len(batch)
+                    if naive:
+                        batch = orjson.loads(m.value)
+                        builder.add(batch)
+                        seen += len(batch)
+                    else:
+                        seen += builder.add(m.value)
             if len(builder) >= block or (seen >= total and len(builder)):
-                store.insert(table, POINT_COLUMNS, builder.take())
+                await insert(builder.take())
                 inserts += 1
+        if pending is not None:
+            await pending
         return time.perf_counter() - (t0 or time.perf_counter()), inserts
     finally:
         await consumer.stop()
+        pool.shutdown()
 
 
-def run_ceiling(spec: StreamSpec, block: int = 50_000) -> dict[str, Any]:
+def run_ceiling(
+    spec: StreamSpec, block: int = 50_000, overlap: bool = True, naive: bool = False
+) -> dict[str, Any]:
     from ingest.topics import ensure_topics
     from stormwatch.pipeline import topic_partitions
     from stormwatch.store import create_schema, open_store
@@ -289,6 +386,8 @@ def run_ceiling(spec: StreamSpec, block: int = 50_000) -> dict[str, Any]:
                     store,
                     f"{settings.database}.points",
                     block,
+                    overlap,
+                    naive,
                 )
             )
             check = check_points(store, settings.database, expected_ids(spec, start))
@@ -302,6 +401,8 @@ def run_ceiling(spec: StreamSpec, block: int = 50_000) -> dict[str, Any]:
         "points_per_s": round(spec.points / secs),
         "inserts": inserts,
         "block": block,
+        "overlap": overlap,
+        "naive": naive,
         "produce_s": round(produce_s, 2),
         "check": check,
     }
@@ -312,8 +413,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--series", type=int, default=2000)
     p.add_argument("--points", type=int, default=300_000)
     p.add_argument("--block", type=int, default=50_000, help="rows per insert")
+    p.add_argument(
+        "--no-overlap", action="store_true", help="insert in the consuming thread, waiting for each"
+    )
+    p.add_argument(
+        "--naive", action="store_true", help="orjson, a list a column, clickhouse-connect's encoder"
+    )
     a = p.parse_args(argv)
-    out = run_ceiling(StreamSpec(series=a.series, points=a.points), a.block)
+    spec = StreamSpec(series=a.series, points=a.points)
+    out = run_ceiling(spec, a.block, not a.no_overlap, a.naive)
     print(orjson.dumps(out).decode())
     return 0 if out["check"]["ok"] else 1
 

@@ -159,13 +159,18 @@ def main(argv: list[str] | None = None) -> int:
         runs = [r[i] for r in rounds]
         each = ", ".join(fmt(round(rate(r))) for r in runs)
         if i == 0:
-            detail = f"rounds: {each}; {fmt(runs[0].get('block'))}-row inserts"
+            detail = (f"rounds: {each}; {fmt(runs[0].get('block'))}-row inserts, the stage's "
+                      "decoding and Native encoder, one insert in flight")  # fmt: skip
         else:
             ratio = one_ratios if i == 1 else two_ratios
             of = "of ceiling" if i == 1 else "x one worker"
             steady = ", ".join(fmt(r.get("steady_points_per_s")) for r in runs)
+            also = ""
+            if i == 2:  # how much room the raw path leaves two workers
+                of_ceiling = [rate(r[2]) / rate(r[0]) for r in rounds if rate(r[0])]
+                also = f" ({median(of_ceiling):.2f} of ceiling)"
             detail = (
-                f"rounds: {each} = {', '.join(f'{x:.2f}' for x in ratio)} {of}; "
+                f"rounds: {each} = {', '.join(f'{x:.2f}' for x in ratio)} {of}{also}; "
                 f"after the first 20% of rows: {steady}{cpu_split(runs)}"
             )
         rows.append(

@@ -3,16 +3,19 @@ fails a run that lost or duplicated points (that is what makes `make bench` exit
 
 from __future__ import annotations
 
+import orjson
 from kafka.partitioner.default import murmur2
 
 from benchmarks.ceiling import (
     ColumnBuilder,
+    RunBuilder,
     StreamSpec,
     check_points,
     event,
     expected_ids,
     partition_keys,
     stream_start,
+    write_rows,
 )
 from stormwatch.settings import StormwatchSettings
 from stormwatch.store import Store
@@ -66,3 +69,28 @@ def test_check_points_fails_a_run_that_wrote_a_point_twice(
     _insert(chdb_store, db, [col[:1] for col in cols])
     c = check_points(chdb_store, db, expected_ids(SPEC, START))
     assert not c["ok"] and c["rows"] == 24 and c["rows_final"] == 23
+
+
+def test_the_pipeline_building_blocks_store_what_the_naive_path_stores(
+    chdb_store: Store, db_settings: StormwatchSettings
+) -> None:
+    """The ceiling's default path (msgspec records, PointRows, the numpy Native encoder) must
+    write the very rows the plain path writes, or its figure measures something else."""
+    db = db_settings.database
+    events = [event(i, START + r, 0.5 * i - r) for r in range(SPEC.rounds)
+              for i in range(SPEC.series) if r * SPEC.series + i < SPEC.points]  # fmt: skip
+    select = (f"SELECT series_id, ts, value, n, score, expected, is_anomaly, kind, name, "
+              f"service, labels, detector, detector_version FROM {db}.points "
+              "ORDER BY series_id, ts")  # fmt: skip
+    builder = RunBuilder()
+    for k in range(0, len(events), 4):
+        assert builder.add(orjson.dumps(events[k : k + 4])) == len(events[k : k + 4])
+    write_rows(chdb_store, f"{db}.points", builder.take())
+    fast = chdb_store.query(select).rows
+    assert check_points(chdb_store, db, expected_ids(SPEC, START))["ok"]
+    chdb_store.command(f"TRUNCATE TABLE {db}.points")
+    plain = ColumnBuilder()
+    plain.add(events)
+    _insert(chdb_store, db, plain.take())
+    assert fast == chdb_store.query(select).rows
+    assert len(fast) == SPEC.points
