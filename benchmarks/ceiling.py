@@ -35,6 +35,7 @@ from ingest.models import records_json
 from stormwatch.broker import LocalBroker, free_port
 from stormwatch.settings import StormwatchSettings, load_settings
 from streams.columns import POINT_COLUMNS, POINT_TYPES, PointRows
+from streams.normalize import metric_key
 from streams.series import Series, series_id
 
 PARTITIONS = 4
@@ -174,6 +175,11 @@ def check_points(store: Any, db: str, want: dict[int, tuple[int, int, int]]) -> 
     }
 
 
+def sent_series(name: str, service: str, labels: dict[str, str]) -> Series:
+    """A bench event's series as the normalizer builds it (labels sorted)."""
+    return Series("metric", name, service, tuple(sorted(labels.items())))
+
+
 class ColumnBuilder:
     """Decoded batches → POINT_COLUMNS arrays; series ids hashed once per series."""
 
@@ -205,8 +211,7 @@ class ColumnBuilder:
             key = (e["name"], e["service"], *labels.items())
             sid = ids.get(key)
             if sid is None:
-                s = Series("metric", e["name"], e["service"], tuple(sorted(labels.items())))
-                sid = ids[key] = series_id(s)
+                sid = ids[key] = series_id(sent_series(e["name"], e["service"], labels))
             sid_c.append(sid)
             ts_c.append(int(e["ts"] * 1000))
             val_c.append(e["value"])
@@ -252,11 +257,11 @@ class RunBuilder:
             raise ValueError("the bench stream holds only valid metric batches")
         rows, runs = self.rows, self.runs
         for r in recs:
-            labels = r.labels  # type: ignore[union-attr]
-            key = (r.name, r.service, *labels.items())  # type: ignore[union-attr]
+            key = metric_key(r)  # the normalize stage's key of its id caches
             row = rows.get(key)
             if row is None:
-                s = Series("metric", r.name, r.service, tuple(sorted(labels.items())))  # type: ignore[union-attr]
+                labels = r.labels  # type: ignore[union-attr]
+                s = sent_series(r.name, r.service, labels)  # type: ignore[union-attr]
                 row = rows[key] = (series_id(s), "metric", s.name, s.service, labels, "none", "0")
             runs.append((row, 1))
         self.ts += [r.ts for r in recs]
