@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = [r[i] for r in rounds]
         each = ", ".join(fmt(round(rate(r))) for r in runs)
         if i == 0:
-            detail = (f"rounds: {each}; {fmt(runs[0].get('block'))}-row inserts, the stage's "
+            detail = (f"rounds: {each}; {fmt(runs[0].get('inserts'))} inserts of "
+                      f"{fmt(runs[0].get('block'))}+ rows (what a fetch brought), the stage's "
                       "decoding and Native encoder, one insert in flight")  # fmt: skip
         else:
             ratio = one_ratios if i == 1 else two_ratios
