@@ -41,11 +41,6 @@ async def write_with_retry(write: Callable[[], Any], stats: Any, what: str) -> N
             delay = min(delay * 2, 5.0)
 
 
-def _log_failure(task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("a chained flush failed", exc_info=task.exception())
-
-
 def _has_work(out: Any) -> bool:
     return bool(out.rows or out.episodes or out.tokens or getattr(out, "drift", None))
 
@@ -101,10 +96,6 @@ class StageRunner:
     def __post_init__(self) -> None:
         self._lock = asyncio.Lock()
         self._inflight: asyncio.Future[None] | None = None  # the write started last
-        # a flush that found a write in flight: it runs when that write ends, not at the next
-        # message or idle tick (the last rows of a burst waited up to `idle_s` for one)
-        self._owed = False
-        self._chained: asyncio.Future[None] | None = None
         self._stream: faust.StreamT | None = None
         self._last_flush = time.monotonic()
         self._checkpoints = ClickHouseSink(
@@ -126,11 +117,9 @@ class StageRunner:
             if self._inflight is not None:
                 busy = not self._inflight.done()
                 if busy and not wait and self.stage.buffered_rows < 4 * self.flush_rows:
-                    self._owed = True  # keep detecting meanwhile; written when it ends
-                    return
+                    return  # the previous write is still going: keep detecting meanwhile
                 await self._inflight
                 self._inflight = None
-            self._owed = False
             out = self.stage.drain()
             if not _has_work(out):
                 return
@@ -151,10 +140,6 @@ class StageRunner:
             if ev is not None and self._stream is not None:
                 await self._stream.ack(ev)
         self._last_flush = time.monotonic()
-        if self._owed and not self.stopping:
-            self._owed = False
-            self._chained = asyncio.ensure_future(self.flush(wait=False))
-            self._chained.add_done_callback(_log_failure)
 
     def _write(self) -> None:
         for sink in self.sinks:
