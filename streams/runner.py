@@ -110,9 +110,8 @@ class StageRunner:
         """Write what the stage has drained, then ack the messages it is done with.
 
         `wait=False` (the consume loop) starts the write and returns: detection goes on while
-        the rows are inserted, one write in flight at a time (a second is owed and starts
-        when that write ends; a buffer past `4 * flush_rows` waits for it). Acks still follow
-        their rows' write."""
+        the rows are inserted, one write in flight at a time (a second waits, and so does a
+        buffer past `4 * flush_rows`). Acks still follow their rows' write."""
         async with self._lock:
             if self._inflight is not None:
                 busy = not self._inflight.done()
