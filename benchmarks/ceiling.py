@@ -187,6 +187,12 @@ class ColumnBuilder:
         self.ids: dict[tuple[Any, ...], int] = {}
         self.cols: list[list[Any]] = [[] for _ in POINT_COLUMNS]
 
+    def add_message(self, raw: bytes) -> int:
+        """One stream message (a JSON batch); returns its events."""
+        batch = orjson.loads(raw)
+        self.add(batch)
+        return len(batch)
+
     def add(self, batch: list[dict[str, Any]]) -> None:
         (
             sid_c,
@@ -251,7 +257,8 @@ class RunBuilder:
         self.ts: list[float] = []
         self.values: list[float] = []
 
-    def add(self, raw: bytes) -> int:
+    def add_message(self, raw: bytes) -> int:
+        """One stream message (a JSON batch); returns its events."""
         recs = records_json(raw)
         if recs is None:
             raise ValueError("the bench stream holds only valid metric batches")
@@ -345,12 +352,7 @@ async def consume_insert(
                 t0 = time.perf_counter()
             for msgs in got.values():
                 for m in msgs:
-                    if naive:
-                        batch = orjson.loads(m.value)
-                        builder.add(batch)
-                        seen += len(batch)
-                    else:
-                        seen += builder.add(m.value)
+                    seen += builder.add_message(m.value)
             if len(builder) >= block or (seen >= total and len(builder)):
                 await insert(builder.take())
                 inserts += 1

@@ -84,7 +84,7 @@ def test_the_pipeline_building_blocks_store_what_the_naive_path_stores(
               "ORDER BY series_id, ts")  # fmt: skip
     builder = RunBuilder()
     for k in range(0, len(events), 4):
-        assert builder.add(orjson.dumps(events[k : k + 4])) == len(events[k : k + 4])
+        assert builder.add_message(orjson.dumps(events[k : k + 4])) == len(events[k : k + 4])
     write_rows(chdb_store, f"{db}.points", builder.take())
     fast = chdb_store.query(select).rows
     assert check_points(chdb_store, db, expected_ids(SPEC, START))["ok"]
