@@ -43,15 +43,14 @@ def settings_from_args(args: argparse.Namespace) -> StormwatchSettings:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         # kafka-python's connection chatter (reconnects, slow polls) is not an operator's news.
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
     try:
         settings = settings_from_args(args)
+        # the root's level: the faust worker (stormwatch.pipeline.run_faust) keeps it
+        logging.getLogger().setLevel(logging.DEBUG if args.verbose else settings.log_level)
         return int(args.run(args, settings) or 0)
     except StormwatchError as e:
         print(f"stormwatch: {e}", file=sys.stderr)

@@ -253,10 +253,12 @@ def _start_gateway(settings: StormwatchSettings, out: IO[str]) -> object | None:
 
 
 def run_faust(app: object) -> None:
-    """Run a faust worker for `app` in this process until SIGINT/SIGTERM."""
+    """Run a faust worker for `app` in this process until SIGINT/SIGTERM, logging at the
+    level the command set (faust would set its own)."""
     import faust
 
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+    worker = faust.Worker(app, loglevel=level, quiet=True, redirect_stdouts=False)
     worker.spinner = None  # its cursor escapes mangle our output and logs
     from streams.tuning import quiet_gc
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, field_validator, model_validator
@@ -58,6 +59,11 @@ class StormwatchSettings(BaseSettings):
     )
     forecast_horizon_s: float = Field(300.0, gt=0, description="how far ahead lag is forecast")
     checkpoint_s: float = Field(30.0, gt=0, description="how often detector state is saved")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING",
+        description="log lines at this level and above, the stream workers' too; INFO adds "
+        "partition assignments and audit lines (`-v`: DEBUG)",
+    )
     fault_sink_failures: int = Field(
         0, ge=0, description="chaos testing: fail the first N inserts into points"
     )
@@ -69,6 +75,11 @@ class StormwatchSettings(BaseSettings):
         description="start afresh: ignore checkpoints older than this (`up --demo` sets its "
         "start, so each demo run begins with new detectors)",
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
 
     @field_validator("kafka_bootstrap")
     @classmethod

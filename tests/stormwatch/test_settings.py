@@ -17,6 +17,9 @@ def test_settings_read_environment_and_default_to_embedded(
     assert s.local_broker and s.bootstrap() == "127.0.0.1:19092"
     assert s.clickhouse_dsn == f"chdb://{tmp_path.resolve()}/clickhouse"
     assert s.topics.raw == "my.raw"
+    assert s.log_level == "WARNING"
+    monkeypatch.setenv("STORMWATCH_LOG_LEVEL", "info")
+    assert load_settings().log_level == "INFO"
 
 
 @pytest.mark.parametrize(
@@ -26,6 +29,7 @@ def test_settings_read_environment_and_default_to_embedded(
         ("STORMWATCH_CLICKHOUSE_DSN", "mysql://x", "STORMWATCH_CLICKHOUSE_DSN"),
         ("STORMWATCH_THRESHOLD", "1.5", "STORMWATCH_THRESHOLD"),
         ("STORMWATCH_WINDOW_S", "soon", "STORMWATCH_WINDOW_S"),
+        ("STORMWATCH_LOG_LEVEL", "chatty", "STORMWATCH_LOG_LEVEL"),
     ],
 )
 def test_bad_setting_stops_with_its_name(
