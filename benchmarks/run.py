@@ -165,14 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             ratio = one_ratios if i == 1 else two_ratios
             of = "of ceiling" if i == 1 else "x one worker"
-            steady = ", ".join(fmt(r.get("steady_points_per_s")) for r in runs)
+            before = ", ".join(f"{r.get('before_first_row_s', 0.0):.2f}" for r in runs)
             also = ""
             if i == 2:  # how much room the raw path leaves two workers
                 of_ceiling = [rate(r[2]) / rate(r[0]) for r in rounds if rate(r[0])]
                 also = f" ({median(of_ceiling):.2f} of ceiling)"
             detail = (
                 f"rounds: {each} = {', '.join(f'{x:.2f}' for x in ratio)} {of}{also}; "
-                f"after the first 20% of rows: {steady}{cpu_split(runs)}"
+                f"first row written after {before} s{cpu_split(runs)}"
             )
         rows.append(
             (

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.pipeline import assigned_at
 from ingest.producer import TelemetryProducer
 from ingest.topics import ensure_topics
 from stormwatch.broker import LocalBroker
@@ -122,7 +123,9 @@ def test_worker_joining_and_leaving_midstream_exactly_once_one_scorer_per_series
         store = remote_store(s)
         produce(broker.bootstrap, s.topics.raw, events[:q])
         wait_for(lambda: written() >= q, 90, "first quarter")
-        with running_worker(s, broker.bootstrap, tmp_path / "worker.log", env) as worker:
+        joined = time.time()
+        env_info = {**env, "STORMWATCH_LOG_LEVEL": "info"}  # its assignments in its log
+        with running_worker(s, broker.bootstrap, tmp_path / "worker.log", env_info) as worker:
             # The group rebalances onto two members: the newcomer resumes series from checkpoints.
             wait_for(lambda: resumed_by_workers() == 2, 90, "the second worker took partitions")
             produce(broker.bootstrap, s.topics.raw, events[q : 3 * q])
@@ -141,6 +144,10 @@ def test_worker_joining_and_leaving_midstream_exactly_once_one_scorer_per_series
             f"AND metric = 'points_written' AND value > 0"
         ).rows[0][0]
     assert workers == 2, f"the second worker never scored anything: {health}"
+    # At INFO the worker logs when partitions came to it (what benchmarks.pipeline times
+    # runs from); up, at the default level, logs no INFO lines.
+    assert joined <= assigned_at(tmp_path / "worker.log") <= time.time()
+    assert b"[INFO]" not in (tmp_path / "up.log").read_bytes()
     assert_exactly_once(rows, events)
     # Each series was scored by one worker at a time, its state handed over by checkpoint:
     # every score equals the score of one uninterrupted run.
