@@ -76,10 +76,14 @@ _ASSIGNED = re.compile(
 )
 
 
-def assigned_at(log: Path) -> float:
+def assigned_at(log: Path, offset: int = 0) -> float:
     """Epoch seconds of the first partitions assigned to any worker (`StageRunner` logs it
-    at INFO; faust's format gives local time in ms): when the stream starts to be read."""
-    for line in log.read_bytes().splitlines():
+    at INFO; faust's format gives local time in ms) in `log` past `offset` (a kept log is
+    appended to): when the stream starts to be read."""
+    with open(log, "rb") as f:
+        f.seek(offset)
+        lines = f.read().splitlines()
+    for line in lines:
         if m := _ASSIGNED.match(line):
             return datetime.strptime(m[1].decode(), "%Y-%m-%d %H:%M:%S,%f").timestamp()
     raise RuntimeError(f"no partitions assigned in {log}")
@@ -192,6 +196,7 @@ def run_pipeline(
         start = stream_start()
         produce_s = produce_stream(broker.bootstrap, settings.topics.raw, spec, start)
         log = keep_log or data / "pipeline.log"
+        log_from = log.stat().st_size if log.exists() else 0
         t_spawn = time.monotonic()
         with running(settings, workers, log) as procs:
             store = open_store(settings)
@@ -232,7 +237,7 @@ def run_pipeline(
                 f"metric = 'points_written' GROUP BY worker ORDER BY worker"
             ).rows
             store.close()
-        first = assigned_at(log) * 1000
+        first = assigned_at(log, log_from) * 1000
     secs = max((last - first) / 1000, 1e-3)
     return {
         "bench": "pipeline",
