@@ -481,29 +481,40 @@ def needs_python(st: np.ndarray, buf: np.ndarray, y: float, t: float) -> int:
 
 @njit(cache=True)
 def _kth(a: np.ndarray, lo: int, hi: int, k: int) -> float:
-    """Reorders a[lo:hi] so that a[k] is its k-th smallest (quickselect, median-of-three)."""
+    """Reorders a[lo:hi] so that a[k] is its k-th smallest (quickselect, median-of-three).
+    Each pass moves every value without a branch on it (a swap, and the store index moved
+    by the comparison): on noise, which is what a search's differences are, a partition's
+    branches are a coin toss and their mispredictions took most of a search's time. Values
+    equal to the pivot are gathered in a second pass, so many ties (integer counts) cost
+    no more than distinct values."""
     while hi - lo > 1:
-        x, y, z = a[lo], a[(lo + hi - 1) // 2], a[hi - 1]
+        mid = (lo + hi - 1) // 2
+        x, y, z = a[lo], a[mid], a[hi - 1]
         if x > y:
             x, y = y, x
         if y > z:
             y = max(x, z)
-        i, j = lo, hi - 1
-        while i <= j:
-            while a[i] < y:
-                i += 1
-            while a[j] > y:
-                j -= 1
-            if i <= j:
-                a[i], a[j] = a[j], a[i]
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j + 1
-        elif k >= i:
-            lo = i
-        else:
-            break
+        p = lo if a[lo] == y else (mid if a[mid] == y else hi - 1)
+        a[p], a[hi - 1] = a[hi - 1], y  # the pivot waits at the end
+        less = lo
+        for i in range(lo, hi - 1):
+            v = a[i]
+            a[i] = a[less]
+            a[less] = v
+            less += v < y
+        if k < less:
+            hi = less
+            continue
+        same = less
+        for i in range(less, hi - 1):
+            v = a[i]
+            a[i] = a[same]
+            a[same] = v
+            same += v == y
+        a[same], a[hi - 1] = y, a[same]  # a[less:same + 1] all equal the pivot
+        if k <= same:
+            return y
+        lo = same + 1
     return a[k]
 
 

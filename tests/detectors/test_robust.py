@@ -138,6 +138,26 @@ def test_the_period_fit_computes_what_numpy_would(values: list[float], p: int) -
     assert rc.median_of(x.copy(), len(x)) == np.median(x)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(-3, 3) | st.floats(-1e6, 1e6), min_size=1, max_size=600),
+    st.booleans(),
+    st.data(),
+)
+def test_selection_puts_the_kth_smallest_at_k_and_keeps_every_value(
+    values: list[float], ordered: bool, data: st.DataObject
+) -> None:
+    # the search's medians rest on it: a[:k] <= a[k] <= a[k+1:], nothing lost (ties and
+    # already sorted input, the worst cases of a quickselect, included)
+    a = np.array(sorted(values) if ordered else values, dtype=np.float64)
+    k = data.draw(st.integers(0, len(a) - 1))
+    got = a.copy()
+    v = rc._kth(got, 0, len(a), k)
+    assert v == got[k] == np.sort(a)[k]
+    assert (got[:k] <= v).all() and (got[k:] >= v).all()
+    assert sorted(got.tolist()) == sorted(a.tolist())
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.integers(12, 256),
