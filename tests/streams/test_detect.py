@@ -318,3 +318,33 @@ def test_columnar_messages_score_exactly_as_point_by_point_through_a_restore() -
     assert run(True, replay, ra) == run(False, replay, rb)
     assert ra.counters.replayed == rb.counters.replayed > 0
     assert ra.counters.observations == rb.counters.observations
+
+
+def test_a_series_episodes_do_not_depend_on_the_company_it_arrives_in() -> None:
+    """One series' level shift among 199 quiet series, 20 points of each a message (its
+    points tracked alone), ends in the episode it gives alone, a point a message."""
+    rng = random.Random(5)
+    metas = {series_id(s): s for s in (make_series("metric", "m", "svc", host=f"h{i}")
+                                       for i in range(200))}  # fmt: skip
+    sids = sorted(metas)
+    shifted = sids[17]
+
+    def value(sid: int, k: int) -> float:
+        return rng.gauss(10, 1) + (9 if sid == shifted and 120 <= k < 126 else 0)
+
+    rounds = [[Obs(sid, k * 10_000, value(sid, k), AGG_LAST) for sid in sids] for k in range(200)]
+    together, alone = stage(), stage()
+    crowd = []
+    for m in range(0, 200, 20):
+        together.add([o for r in rounds[m : m + 20] for o in r], metas, m)
+        crowd += together.drain().episodes
+    solo = []
+    for k, r in enumerate(rounds):
+        alone.add([o for o in r if o.series_id == shifted], metas, k)
+        solo += alone.drain().episodes
+    # a drain reports an episode's newest state (a point a message shows each step of it)
+    mine = {e.episode_id: e.model_dump() for e in crowd if e.series_id == shifted}
+    assert [e["is_open"] for e in mine.values()] == [False] and mine == {
+        e.episode_id: e.model_dump() for e in solo
+    }
+    assert next(iter(mine.values()))["points"] == 6
