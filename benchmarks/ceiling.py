@@ -36,8 +36,9 @@ from ingest.models import records_json
 from stormwatch.broker import LocalBroker, free_port
 from stormwatch.settings import StormwatchSettings, load_settings
 from streams.columns import POINT_COLUMNS, POINT_TYPES, PointRows
-from streams.normalize import metric_key
+from streams.normalize import KnownMetrics, Normalizer
 from streams.series import Series, series_id
+from streams.wire import Points, points_of
 
 PARTITIONS = 4
 
@@ -246,47 +247,57 @@ class ColumnBuilder:
 
 class RunBuilder:
     """The pipeline's own building blocks without detection: msgspec records (validated, as
-    the normalize stage decodes them), `PointRows` with a series' columns kept once, and its
-    numpy Native encoding."""
+    the normalize stage decodes them), the stage's `KnownMetrics` lookup of series seen before
+    (the `Normalizer` for the rest), points grouped by series as the detect stage groups them
+    into `PointRows`, and its numpy Native encoding."""
 
     def __init__(self) -> None:
-        self.rows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self.known = KnownMetrics()
+        self.norm = Normalizer()
+        self.rows: dict[int, tuple[Any, ...]] = {}  # series id → its row's constant columns
         self._reset()
 
     def _reset(self) -> None:
-        self.runs: list[tuple[tuple[Any, ...], int]] = []
-        self.ts: list[float] = []
-        self.values: list[float] = []
+        self.parts: list[Points] = []
+        self.n = 0
 
     def add_message(self, raw: bytes) -> int:
         """One stream message (a JSON batch); returns its events."""
         recs = records_json(raw)
         if recs is None:
             raise ValueError("the bench stream holds only valid metric batches")
-        rows, runs = self.rows, self.runs
-        for r in recs:
-            key = metric_key(r)  # the normalize stage's key of its id caches
-            row = rows.get(key)
-            if row is None:
-                labels = r.labels  # type: ignore[union-attr]
-                s = sent_series(r.name, r.service, labels)  # type: ignore[union-attr]
-                row = rows[key] = (series_id(s), "metric", s.name, s.service, labels, "none", "0")
-            runs.append((row, 1))
-        self.ts += [r.ts for r in recs]
-        self.values += [r.value for r in recs]  # type: ignore[union-attr]
+        taken, rest = self.known.take(recs)
+        if taken is not None:
+            self.parts.append(taken)
+        if rest:  # series not seen before: as the normalize stage learns them
+            obs = self.norm.observations(rest)
+            self.known.learn(rest, rest, self.norm)
+            for sid, _, _, _ in obs:
+                if sid not in self.rows:
+                    s = self.norm.meta[sid]
+                    self.rows[sid] = (sid, s.kind, s.name, s.service, dict(s.labels), "none", "0")
+            self.parts.append(points_of(obs))
+        self.n += len(recs)
         return len(recs)
 
     def __len__(self) -> int:
-        return len(self.runs)
+        return self.n
 
     def take(self) -> PointRows:
-        k = len(self.runs)
-        ts = (np.array(self.ts) * 1000).astype(np.int64)
-        none = np.zeros(k, bool)
-        rows = PointRows(self.runs, ts, np.array(self.values), np.ones(k, np.int64),
-                         np.zeros(k), np.full((k, 3), np.nan), none, none)  # fmt: skip
+        sids = np.concatenate([np.asarray(p.sids, np.uint64) for p in self.parts])
+        ts = np.concatenate([np.asarray(p.ts, np.int64) for p in self.parts])
+        values = np.concatenate([np.asarray(p.values, np.float64) for p in self.parts])
         self._reset()
-        return rows
+        order = np.argsort(sids, kind="stable")  # each series' points together, in order
+        sids, ts, values = sids[order], ts[order], values[order]
+        k = len(sids)
+        starts = np.flatnonzero(np.concatenate(([True], sids[1:] != sids[:-1])))
+        lengths = np.diff(np.append(starts, k)).tolist()
+        rows = self.rows
+        runs = [(rows[sid], n) for sid, n in zip(sids[starts].tolist(), lengths, strict=True)]
+        none = np.zeros(k, bool)
+        return PointRows(runs, ts, values, np.ones(k, np.int64), np.zeros(k),
+                         np.full((k, 3), np.nan), none, none)  # fmt: skip
 
 
 def write_rows(store: Any, table: str, rows: PointRows) -> None:
