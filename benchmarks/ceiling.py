@@ -2,11 +2,13 @@
 
 A pre-produced stream of JSON point batches is consumed with aiokafka `getmany` and written
 to chdb with the pipeline's own building blocks, minus detection: decoded and validated into
-msgspec records as the normalize stage does, kept as `PointRows` (a series' columns once, the
-numbers in numpy arrays), encoded to Native with numpy, and inserted in large blocks in a thread
-while the next block is consumed (one insert in flight, as the detect stage writes). What this
-machine allows before any detection work. `--naive` measures DESIGN.md's path instead (orjson,
-a list a column, clickhouse-connect's encoder), `--no-overlap` waits for each insert.
+msgspec records as the normalize stage does, known series looked up with its `KnownMetrics`,
+grouped by series into `PointRows` as the detect stage groups a message (a series' columns
+once, the numbers in numpy arrays), encoded to Native with numpy, and inserted in large
+blocks in a thread while the next block is consumed (one insert in flight, as the detect
+stage writes). What this machine allows before any detection work. `--naive` measures
+DESIGN.md's path instead (orjson, a list a column, clickhouse-connect's encoder),
+`--no-overlap` waits for each insert.
 
     python -m benchmarks.ceiling --series 2000 --points 300000
 
