@@ -484,9 +484,9 @@ def _kth(a: np.ndarray, lo: int, hi: int, k: int) -> float:
     """Reorders a[lo:hi] so that a[k] is its k-th smallest (quickselect, median-of-three).
     Each pass moves every value without a branch on it (a swap, and the store index moved
     by the comparison): on noise, which is what a search's differences are, a partition's
-    branches are a coin toss and their mispredictions took most of a search's time. Values
-    equal to the pivot are gathered in a second pass, so many ties (integer counts) cost
-    no more than distinct values."""
+    branches are a coin toss, and their mispredictions took most of the length fits' time.
+    Values equal to the pivot are gathered in a second pass, so many ties (integer counts)
+    cost no more than distinct values."""
     while hi - lo > 1:
         mid = (lo + hi - 1) // 2
         x, y, z = a[lo], a[mid], a[hi - 1]

@@ -412,7 +412,8 @@ class DetectStage:
         if hot.any():  # the groups (series) with a point at the threshold
             starts = np.array([a for _, a, _ in groups])
             hot_groups = set(np.searchsorted(starts, np.flatnonzero(hot), "right").tolist())
-        tracked = []  # the series whose points go through episodes (and forecasts) one by one
+        # the series whose points go through episodes (and forecasts) one by one
+        tracked: list[tuple[_SeriesState, int, int, bool]] = []
         for g, (st, a, b) in enumerate(groups, 1):
             m = st.meta
             forecast = self.lag_threshold is not None and m.kind == "queue" and m.name == "lag"
