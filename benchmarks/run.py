@@ -160,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         each = ", ".join(fmt(round(rate(r))) for r in runs)
         if i == 0:
             detail = (f"rounds: {each}; {fmt(runs[0].get('inserts'))} inserts of "
-                      f"{fmt(runs[0].get('block'))}+ rows (what a fetch brought), the stage's "
-                      "decoding and Native encoder, one insert in flight")  # fmt: skip
+                      f"{fmt(runs[0].get('block'))}+ rows (what a fetch brought), the stages' "
+                      "decoding, series lookup, grouping and Native encoder, one insert in "
+                      "flight")  # fmt: skip
         else:
             ratio = one_ratios if i == 1 else two_ratios
             of = "of ceiling" if i == 1 else "x one worker"
