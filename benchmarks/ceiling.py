@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ingest.models import records_json
 from stormwatch.broker import LocalBroker, free_port
 from stormwatch.settings import StormwatchSettings, load_settings
-from streams.columns import POINT_COLUMNS, POINT_TYPES, PointRows
+from streams.columns import POINT_COLUMNS, POINT_TYPES, PointRows, by_series
 from streams.normalize import KnownMetrics, Normalizer
 from streams.series import Series, series_id
 from streams.wire import Points, points_of
@@ -290,13 +290,11 @@ class RunBuilder:
         ts = np.concatenate([np.asarray(p.ts, np.int64) for p in self.parts])
         values = np.concatenate([np.asarray(p.values, np.float64) for p in self.parts])
         self._reset()
-        order = np.argsort(sids, kind="stable")  # each series' points together, in order
-        sids, ts, values = sids[order], ts[order], values[order]
-        k = len(sids)
-        starts = np.flatnonzero(np.concatenate(([True], sids[1:] != sids[:-1])))
-        lengths = np.diff(np.append(starts, k)).tolist()
-        rows = self.rows
-        runs = [(rows[sid], n) for sid, n in zip(sids[starts].tolist(), lengths, strict=True)]
+        order, run_sids, starts, ends = by_series(sids)  # as the detect stage groups them
+        ts, values = ts[order], values[order]
+        rows, k = self.rows, len(sids)
+        runs = [(rows[sid], n) for sid, n in zip(run_sids.tolist(), (ends - starts).tolist(),
+                                                  strict=True)]  # fmt: skip
         none = np.zeros(k, bool)
         return PointRows(runs, ts, values, np.ones(k, np.int64), np.zeros(k),
                          np.full((k, 3), np.nan), none, none)  # fmt: skip

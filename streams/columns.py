@@ -35,6 +35,16 @@ NUMBERS = {1: ("ts", "<i8"), 2: ("value", "<f8"), 3: ("n", "<u4"), 4: ("score", 
 FALLBACK_DETECTOR = "fallback"  # the detector column where the median/MAD rule decided
 
 
+def by_series(sids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A message's points grouped into runs of one series, each series' points in arrival
+    order: the order to take them in, and each run's series id, start and end in that order."""
+    order = np.argsort(sids, kind="stable")
+    s = sids[order]
+    cut = np.flatnonzero(s[1:] != s[:-1]) + 1
+    starts, ends = np.concatenate(([0], cut)), np.concatenate((cut, [len(s)]))
+    return order, s[starts], starts, ends
+
+
 @dataclass(frozen=True, eq=False)
 class PointRows(Sequence[list[Any]]):
     """Rows in runs: `runs[k]` = (series row, number of rows); the arrays have a row each."""

@@ -34,7 +34,7 @@ from detectors.forecast import LagForecaster
 from detectors.model_core import FALLBACK, WHY_FALLBACK, WHY_SHIFT
 from detectors.robust_core import EVIDENCE
 from stormwatch.store import row_count
-from streams.columns import PointRows
+from streams.columns import PointRows, by_series
 from streams.series import AGG_LAST, AGG_RATE, Obs, Series
 from streams.tokens import TokenLedger
 from streams.wire import Points
@@ -211,13 +211,9 @@ class DetectStage:
         aggs = np.asarray(p.aggs)
         if not n or aggs.min() != AGG_LAST or aggs.max() != AGG_LAST:
             return False
-        sids = np.asarray(p.sids).astype(np.int64)
-        order = np.argsort(sids, kind="stable")
-        s = sids[order]
-        cut = np.flatnonzero(s[1:] != s[:-1]) + 1
-        starts, ends = np.concatenate(([0], cut)), np.concatenate((cut, [n]))
+        order, run_sids, starts, ends = by_series(np.asarray(p.sids).astype(np.int64))
         series, states = self.series, []
-        for sid in s[starts].tolist():
+        for sid in run_sids.tolist():
             st = series.get(sid)
             if st is None:
                 st = series[sid] = _SeriesState(
