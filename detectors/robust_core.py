@@ -532,34 +532,71 @@ def median_of(a: np.ndarray, m: int) -> float:
 
 
 @njit(cache=True)
-def mismatch(x: np.ndarray, p: int) -> float:
+def _misfit_at(x: np.ndarray, k: int, d: np.ndarray, w: np.ndarray) -> float:
+    """The clipped variance of the differences between points k apart (`mismatch`'s term
+    for one multiple), in the scratch d and w."""
+    m = x.shape[0] - k
+    for i in range(m):
+        d[i] = w[i] = x[i + k] - x[i]
+    med = median_of(w, m)
+    for i in range(m):
+        w[i] = abs(d[i] - med)
+    lim = 4 * 1.4826 * median_of(w, m) + 1e-12
+    lo, hi = med - lim, med + lim  # an anomaly is one point: clipped
+    s = 0.0
+    for i in range(m):
+        w[i] = min(max(d[i], lo), hi)
+        s += w[i]
+    mean, ssd = s / m, 0.0
+    for i in range(m):
+        ssd += (w[i] - mean) * (w[i] - mean)
+    return ssd / m
+
+
+@njit(cache=True)
+def mismatch(x: np.ndarray, p: int, bound: float = math.inf) -> float:
     """How badly the series repeats itself every p points: the spread of differences between
     points one and more cycles apart (a length one point off leaves k points of slide at k
     cycles). Unlike the autocorrelation it has no edge effects, and a trend adds the same to
     every difference, which the variance ignores. Compiled, and without a temporary array a
     step: the period search tries dozens of lengths, each over every multiple. It computes
-    exactly what np.median, np.clip and np.var of the differences would."""
+    exactly what np.median, np.clip and np.var of the differences would.
+
+    Past `bound` it stops and returns inf: the terms are never negative, so a length whose
+    first terms already fit worse than the best so far cannot win. The widest multiple goes
+    first (the most slide, the fewest points); the sum is still taken from the first
+    multiple up, so a length that is not stopped gets the same value to the last bit."""
     n = x.shape[0]
     d, w = np.empty(n), np.empty(n)
+    ks = np.arange(p, max(p, n - p // 2), p)
+    terms = np.empty(ks.shape[0])
+    stop = bound * (1 + 1e-9)  # a partial sum in another order may round a hair higher
+    partial = 0.0
+    for j in range(ks.shape[0] - 1, -1, -1):
+        terms[j] = _misfit_at(x, ks[j], d, w)
+        partial += terms[j]
+        if partial > stop:
+            return math.inf
     total = 0.0
-    for k in range(p, n - p // 2, p):
-        m = n - k
-        for i in range(m):
-            d[i] = w[i] = x[i + k] - x[i]
-        med = median_of(w, m)
-        for i in range(m):
-            w[i] = abs(d[i] - med)
-        lim = 4 * 1.4826 * median_of(w, m) + 1e-12
-        lo, hi = med - lim, med + lim  # an anomaly is one point: clipped
-        s = 0.0
-        for i in range(m):
-            w[i] = min(max(d[i], lo), hi)
-            s += w[i]
-        mean, ssd = s / m, 0.0
-        for i in range(m):
-            ssd += (w[i] - mean) * (w[i] - mean)
-        total += ssd / m
+    for j in range(ks.shape[0]):
+        total += terms[j]
     return total
+
+
+@njit(cache=True)
+def best_length(x: np.ndarray, p0: int, lo: int, hi: int) -> int:
+    """The length in [lo, hi] with the smallest `mismatch` (the shortest of equals; 0 if the
+    range is empty). Tried from p0, the autocorrelation's peak, outwards: a good fit found
+    first lets `mismatch` stop early on the lengths that cannot beat it."""
+    choice, fit = 0, math.inf
+    for j in range(2 * max(p0 - lo, hi - p0) + 1):
+        p = p0 + (j + 1) // 2 if j % 2 else p0 - j // 2  # p0, p0+1, p0-1, p0+2, ...
+        if p < lo or p > hi:
+            continue
+        m = mismatch(x, p, fit)
+        if m < fit or (m == fit and m < math.inf and p < choice):
+            choice, fit = p, m
+    return choice
 
 
 @njit(cache=True)
@@ -670,10 +707,4 @@ def choose_period(
             p0 = p
             break
     # its length: the whole number of points near it whose multiples line up best
-    choice, fit = 0, math.inf
-    for p in range(max(4, int(0.92 * p0)), int(1.08 * p0) + 2):
-        if p <= max_period:
-            m = mismatch(x, p)
-            if m < fit:
-                choice, fit = p, m
-    return choice
+    return best_length(x, p0, max(4, int(0.92 * p0)), min(int(1.08 * p0) + 1, max_period))

@@ -140,6 +140,30 @@ def test_the_period_fit_computes_what_numpy_would(values: list[float], p: int) -
 
 @settings(max_examples=300, deadline=None)
 @given(
+    st.lists(st.integers(-3, 3) | st.floats(-1e3, 1e3), min_size=12, max_size=400),
+    st.integers(4, 120),
+    st.integers(0, 40),
+    st.data(),
+)
+def test_the_length_fit_picks_the_shortest_best_length_as_trying_every_one_would(
+    values: list[float], p0: int, width: int, data: st.DataObject
+) -> None:
+    # the fit stops a length's misfit once it is worse than the best so far; the choice must
+    # be the one the full misfit of every length gives (ties, integer values, included)
+    x = rc.prepared(np.array(values, dtype=np.float64))
+    lo = data.draw(st.integers(max(4, p0 - width), p0 + 3))
+    hi = data.draw(st.integers(lo - 1, max(lo - 1, p0 + width)))
+    fits = {p: rc.mismatch(x, p) for p in range(lo, hi + 1)}
+    want = min(fits, key=lambda p: (fits[p], p), default=0)
+    assert rc.best_length(x, p0, lo, hi) == want
+    bound = data.draw(st.floats(0, 1e6))
+    for p, full in fits.items():
+        stopped = rc.mismatch(x, p, bound)
+        assert stopped == full or (stopped == math.inf and full > bound)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
     st.lists(st.integers(-3, 3) | st.floats(-1e6, 1e6), min_size=1, max_size=600),
     st.booleans(),
     st.data(),
