@@ -202,7 +202,8 @@ def run(
         search = need == rc.PY_POINT and st[rc.NBUF] >= 0  # not a re-fit: no buffer then
         if (need == rc.PY_POINT and not search) or event_due(m, y):
             return j, POINT
-        score = rc.score(st, season, y, t)
+        ev = rc.evidence_of(st, season, y, t)  # scored, then learned from: computed once
+        score = rc.score_of(st, y, ev)
         expected, lower, upper = rc.band(st, season)
         fell_back = not (math.isfinite(lower) and math.isfinite(upper))
         if fell_back:
@@ -212,7 +213,7 @@ def run(
         why = reason(st, season, y, t, fell_back) if score >= thr else 0  # rare: tests rerun
         status = rc.LEARN_DONE
         if y == y and not math.isinf(y):
-            status = rc.learn_point(st, season, drec, buf, more, y, t, False)
+            status = rc.learn_point(st, season, drec, buf, more, y, t, False, ev)
         # the model's learning does not read the detector's: its order against the search's
         # does not matter, and with no event due (checked above) it settles none
         learn(m, rec, y, expected, upper, fell_back, raw < 0.6)

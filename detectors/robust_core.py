@@ -160,12 +160,29 @@ def evidence(st: np.ndarray, season: np.ndarray, y: float, t: float) -> tuple:  
     return z_point, z_shift, z_mid, z_var, z_drift, z_stuck, short, mid, var, r
 
 
+NO_EVIDENCE = (0.0,) * 10  # what a point scored during the warm-up (or NaN) has
+
+
 @njit(cache=True)
-def score(st: np.ndarray, season: np.ndarray, y: float, t: float) -> float:
+def evidence_of(st: np.ndarray, season: np.ndarray, y: float, t: float) -> tuple:  # type: ignore[type-arg]
+    """`evidence` when the point is scored (warm, y a number), else NO_EVIDENCE: what `score`
+    reads and `learn` may take instead of computing it again."""
+    if st[N] < st[WARMUP] or y != y:
+        return NO_EVIDENCE
+    return evidence(st, season, y, t)
+
+
+@njit(cache=True)
+def score_of(st: np.ndarray, y: float, ev: tuple) -> float:  # type: ignore[type-arg]
+    """The score of y whose `evidence_of` is ev."""
     if st[N] < st[WARMUP] or y != y:
         return 0.0
-    ev = evidence(st, season, y, t)
     return z_to_score(max(ev[0], ev[1], ev[2], ev[3], ev[4], ev[5]))
+
+
+@njit(cache=True)
+def score(st: np.ndarray, season: np.ndarray, y: float, t: float) -> float:
+    return score_of(st, y, evidence_of(st, season, y, t))
 
 
 # the tests `evidence` runs, in its order: what an episode names as the reason it was flagged
@@ -280,9 +297,12 @@ def dev_rate(st: np.ndarray) -> float:
 
 
 @njit(cache=True)
-def learn(st: np.ndarray, season: np.ndarray, rec: np.ndarray, y: float, t: float) -> bool:
+def learn(
+    st: np.ndarray, season: np.ndarray, rec: np.ndarray, y: float, t: float, ev: tuple = None,  # type: ignore[type-arg,assignment]
+) -> bool:  # fmt: skip
     """Learn y at t; False if it was held back as anomalous. The evidence is the one its
-    score saw (before this point's time moved the clock)."""
+    score saw (before this point's time moved the clock): `ev`, the scoring's `evidence_of`
+    with nothing learned since, spares computing it twice."""
     n = int(st[N])
     period = st[PERIOD]
     warm = n >= st[WARMUP]
@@ -290,9 +310,8 @@ def learn(st: np.ndarray, season: np.ndarray, rec: np.ndarray, y: float, t: floa
         st[LEVEL] = st[SLOW] = y - (season[0] if period else 0.0)
     z_point = z_shift = z_mid = z_var = z_drift = z_stuck = r = 0.0
     if warm:
-        z_point, z_shift, z_mid, z_var, z_drift, z_stuck, short, mid, var, r = evidence(
-            st, season, y, t
-        )
+        e = evidence(st, season, y, t) if ev is None else ev
+        z_point, z_shift, z_mid, z_var, z_drift, z_stuck, short, mid, var, r = e
     else:
         short, mid, var = 0.0, 0.0, st[VAR]
     pos = phase_of(st, t) if period else 0.0
@@ -438,16 +457,17 @@ LEARN_DONE, LEARN_SEARCH, LEARN_REFINE = 0, 1, 2
 @njit(cache=True)
 def learn_point(
     st: np.ndarray, season: np.ndarray, rec: np.ndarray, buf: np.ndarray, more: np.ndarray,
-    y: float, t: float, searched: bool,
+    y: float, t: float, searched: bool, ev: tuple = None,  # type: ignore[type-arg,assignment]
 ) -> int:  # fmt: skip
     """Everything `learn_one` does for a finite y except the period search and re-fit, which
     it asks for: LEARN_SEARCH (y is buffered, nothing else done) or LEARN_REFINE (y is
-    learned; the re-fit buffer is full). `searched`: the search for y has been done."""
+    learned; the re-fit buffer is full). `searched`: the search for y has been done. `ev`:
+    see `learn` (what buffering changes, the evidence does not read)."""
     if not searched and buffer_append(st, buf, y) == BUF_SEARCH:
         return LEARN_SEARCH
     if st[NMORE] >= 0 and t - st[LAST_T] > 1.5 * st[STEP]:
         st[NMORE] = -1  # a gap: buffer positions no longer match the cycle
-    normal = learn(st, season, rec, y, t)
+    normal = learn(st, season, rec, y, t, ev)
     nm = int(st[NMORE])
     if nm >= 0:
         more[nm] = (y - st[BUF0]) if normal else math.nan  # anomalies don't shape the re-fit
