@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from benchmarks.suite import KINDS, PROBATION, Case, make_suite
+from benchmarks.suite import KINDS, PERIODS, PROBATION, Case, make_suite
 from detectors.base import Detector
 from detectors.registry import DEFAULT, make_detector
 
@@ -105,6 +105,16 @@ def report(label: str, t: Tally) -> str:
     )
 
 
+def _periods(text: str) -> tuple[float, ...]:
+    try:
+        periods = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if any(p != 0 and p < 4 for p in periods):
+        raise argparse.ArgumentTypeError("a period is 0 (none) or at least 4 points")
+    return periods
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
@@ -112,8 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detector", default=DEFAULT)
     ap.add_argument("--threshold", type=float, default=0.9)
     ap.add_argument("--kinds", action="store_true", help="per-kind breakdown")
+    ap.add_argument(
+        "--periods", type=_periods, default=PERIODS, metavar="P,P,...",
+        help=f"cycle lengths in points, 0 for none (default {','.join(map(str, PERIODS))})",
+    )  # fmt: skip
     args = ap.parse_args(argv)
-    cases = make_suite(args.seed, args.repeats)
+    cases = make_suite(args.seed, args.repeats, args.periods)
     main_t = evaluate(lambda: make_detector(args.detector), cases, args.threshold)
     base = {
         z: evaluate(lambda z=z: make_detector("zscore", z_at=z), cases, args.threshold)
@@ -121,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     best_z = max(base, key=lambda z: base[z].f1)
     out = sys.stdout
-    print(f"suite: {len(cases)} series, seed {args.seed}, threshold {args.threshold}", file=out)
+    periods = ", ".join(f"{p:g}" for p in args.periods)
+    print(f"suite: {len(cases)} series, seed {args.seed}, periods {periods}, "
+          f"threshold {args.threshold}", file=out)  # fmt: skip
     print(report(args.detector, main_t), file=out)
     print(report(f"zscore (z_at={best_z:g})", base[best_z]), file=out)
     ratio = main_t.f1 / base[best_z].f1 if base[best_z].f1 else float("inf")

@@ -25,10 +25,10 @@ class Case:
     t: list[float]
     y: list[float]
     windows: list[tuple[int, int]]  # [start, end] indices, inclusive; a hit anywhere counts
-    period: int
+    period: float
 
 
-def _base(rng: random.Random, n: int, period: int, noise: float) -> tuple[list[float], float]:
+def _base(rng: random.Random, n: int, period: float, noise: float) -> tuple[list[float], float]:
     level = rng.choice((1.0, 50.0, 1000.0))
     amp = 0.3 if period else 0.0
     phase = rng.random() * 2 * math.pi
@@ -43,7 +43,7 @@ def _base(rng: random.Random, n: int, period: int, noise: float) -> tuple[list[f
     return y, level
 
 
-def make_case(kind: str, noise: float, period: int, seed: int) -> Case:
+def make_case(kind: str, noise: float, period: float, seed: int) -> Case:
     """One series of `LENGTH` points with one or two anomalies of `kind` after the probation."""
     rng = random.Random(seed)
     y, level = _base(rng, LENGTH, period, noise)
@@ -83,7 +83,7 @@ def make_case(kind: str, noise: float, period: int, seed: int) -> Case:
                 windows.append((a, a + 30))
                 continue
             # the cycle inverts for two periods (e.g. a nightly job running at noon)
-            end = min(LENGTH, a + 2 * period)
+            end = min(LENGTH, a + int(2 * period))
             for i in range(a, end):
                 y[i] -= 2 * level * 0.3 * math.sin(2 * math.pi * i / period)
             windows.append((a, end))
@@ -98,13 +98,14 @@ def make_case(kind: str, noise: float, period: int, seed: int) -> Case:
     return Case(f"{kind}/noise={noise}/period={period}/seed={seed}", t, y, windows, period)
 
 
-def make_suite(seed: int = 0, repeats: int = 2) -> list[Case]:
-    """Every kind × noise × period, `repeats` times, seeded."""
+def make_suite(seed: int = 0, repeats: int = 2, periods: tuple[float, ...] = PERIODS) -> list[Case]:
+    """Every kind × noise × period, `repeats` times, seeded. `periods` may hold cycles that
+    are not a whole number of points (a cycle does not care about the sampling interval)."""
     cases = []
     k = 0
     for kind in KINDS:
         for noise in NOISES:
-            for period in PERIODS:
+            for period in periods:
                 for _ in range(repeats):
                     cases.append(make_case(kind, noise, period, seed * 100_003 + k))
                     k += 1
