@@ -3,11 +3,12 @@
 Expected value = level + seasonal offset (additive Holt-Winters-like, Huber-clipped updates so
 outliers barely move it). The period is a parameter or found once from the first three cycles
 (checked at 48, 72, 96, 144, ... points, so a short cycle is learned in minutes, not weeks) and
-re-fitted once at six. Evidence, each a z-score mapped through `calibrate.z_to_score`: the
-point's residual (two wide ones in a row count more than one: heavy tails), short and slower
-averages of clipped residuals (level shifts, small shifts), the rate of wide residuals (spread
-bursts, corrected for clustered residuals), the gap between the level and a slow level (slow
-drifts) and a run of identical values (a stuck sensor). Each is scaled by its own running
+re-fitted once at six, to a tenth of a point (a cycle need not be a whole number of points).
+Evidence, each a z-score mapped through `calibrate.z_to_score`: the point's residual (two
+wide ones in a row count more than one: heavy tails), short and slower averages of clipped
+residuals (level shifts, small shifts), the rate of wide residuals (spread bursts, corrected
+for clustered residuals), the gap between the level and a slow level (slow drifts) and a run
+of identical values (a stuck sensor). Each is scaled by its own running
 spread, so autocorrelated series calibrate themselves. Anomalous points are not learned
 (river's AnomalyFilter idea) until `adapt_after` of them in a row: that is a new normal, and
 the detector re-baselines on the recent points; a flagged drift re-baselines at once.
@@ -58,12 +59,14 @@ def find_period(values: array, max_period: int, step: float = math.inf) -> int:
     return core.choose_period(x, acf, var, hi, max_period, step)
 
 
-def refine_period(values: array, period: int) -> int:
-    """The whole cycle length within 3 points of `period` that best fits more cycles: each
-    further cycle in the buffer multiplies the misfit of a wrong length."""
+def refine_period(values: array, period: int) -> float:
+    """The cycle length near `period` that best fits more cycles: first the whole length
+    within 3 points (each further cycle in the buffer multiplies the misfit of a wrong one),
+    then a fraction of a point if one fits clearly better (`robust_core.fractional_cycle`)."""
     x = _prepared(values)
     near = range(max(4, period - 3), min(period + 4, len(x) // 2))
-    return min(near, key=lambda p: core.mismatch(x, p), default=period)
+    whole = min(near, key=lambda p: core.mismatch(x, p), default=period)
+    return core.fractional_cycle(x, whole)
 
 
 def _prepared(values: array | np.ndarray) -> np.ndarray:
@@ -75,7 +78,7 @@ class RobustDetector:
     `robust_core` on the state vector `st_`; learned state ends in `_`."""
 
     name = "robust"
-    version = "3.2"
+    version = "3.3"
 
     def __init__(
         self,
@@ -207,28 +210,31 @@ class RobustDetector:
             st[core.NMORE] = len(buf)
 
     def _refine(self) -> None:
-        """Re-fit the cycle length on six cycles; if it changes, move the learned profile to
-        the new length (stretched, so what was learned is kept)."""
+        """Re-fit the cycle length on six cycles; if it changes, rebuild the profile at the
+        new length from the buffer's whole cycles (slot medians). A fractional cycle of c
+        points keeps round(c) slots and moves round(c) / c slots a point."""
         st = self.st_
         buf = self._buffered(self.more_[: int(st[core.NMORE])])
         st[core.NMORE] = -1
         self.more_ = np.zeros(0, np.float32)
         period = self.period_
-        p = refine_period(buf, period)
-        if p == period:
+        cycle = refine_period(buf, period)
+        if cycle == period:
             return
         values = buf.tolist()
         n = len(values)
-        first = n - n // p * p
-        slots: list[list[float]] = [[] for _ in range(p)]
+        size = int(round(cycle))
+        ratio = size / cycle
+        first = n - int(n // cycle * cycle)
+        slots: list[list[float]] = [[] for _ in range(size)]
         for i in range(first, n):
             if values[i] == values[i]:
-                slots[i % p].append(values[i])
+                slots[int(i * ratio % size)].append(values[i])
         meds = [sorted(v)[len(v) // 2] if v else math.nan for v in slots]
         known = [m for m in meds if m == m]
         mean = sum(known) / len(known)
         meds = [m if m == m else mean for m in meds]
-        st[core.PERIOD], st[core.RATIO], st[core.POS] = p, 1.0, float(n % p)
+        st[core.PERIOD], st[core.RATIO], st[core.POS] = size, ratio, float(n * ratio % size)
         self.season_ = np.array([m - mean for m in meds])
 
     def rebaseline(self, last: int | None = None) -> None:
