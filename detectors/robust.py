@@ -8,8 +8,8 @@ Evidence, each a z-score mapped through `calibrate.z_to_score`: the point's resi
 wide ones in a row count more than one: heavy tails), short and slower averages of clipped
 residuals (level shifts, small shifts), the rate of wide residuals (spread bursts, corrected
 for clustered residuals), the gap between the level and a slow level (slow drifts) and a run
-of identical values (a stuck sensor). Each is scaled by its own running
-spread, so autocorrelated series calibrate themselves. Anomalous points are not learned
+of identical values (a stuck sensor). Each is scaled by its own running spread, so
+autocorrelated series calibrate themselves. Anomalous points are not learned
 (river's AnomalyFilter idea) until `adapt_after` of them in a row: that is a new normal, and
 the detector re-baselines on the recent points; a flagged drift re-baselines at once.
 The per-point arithmetic is compiled (`robust_core`); the object keeps the rare steps.

@@ -619,14 +619,15 @@ def best_length(x: np.ndarray, p0: int, lo: int, hi: int) -> int:
     return choice
 
 
-FRACTION_Z = 2.0  # a fractional cycle must fit better than the whole length by this many sd
+FRACTION_Z = 3.0  # a fractional cycle must fit better than the whole length by this many sd
 
 
 @njit(cache=True)
 def _cycle_misfit(x: np.ndarray, c: float, at: np.ndarray, d: np.ndarray, w: np.ndarray) -> float:
-    """`mismatch` for a cycle of c points (not whole): each multiple k at its nearest whole
-    lag round(k c), so a fraction's slide does not build up with k. `at` caches each lag's
-    term (NaN until computed): nearby lengths share most lags."""
+    """The misfit of a cycle of c points, whole or not, as `mismatch` measures a whole one:
+    each multiple k at its nearest whole lag round(k c), so a fraction's slide does not
+    build up with k. `at` caches each lag's term (NaN until computed): nearby lengths share
+    most lags."""
     n = x.shape[0]
     total = 0.0
     k = 1
