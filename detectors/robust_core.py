@@ -623,21 +623,26 @@ FRACTION_Z = 3.0  # a fractional cycle must fit better than the whole length by 
 
 
 @njit(cache=True)
-def _cycle_misfit(x: np.ndarray, c: float, at: np.ndarray, d: np.ndarray, w: np.ndarray) -> float:
-    """The misfit of a cycle of c points, whole or not, as `mismatch` measures a whole one:
-    each multiple k at its nearest whole lag round(k c), so a fraction's slide does not
-    build up with k. `at` caches each lag's term (NaN until computed): nearby lengths share
-    most lags."""
-    n = x.shape[0]
-    total = 0.0
+def _cycle_lags(n: int, c: float) -> np.ndarray:
+    """The lags a cycle of c points, whole or not, is fitted at in n points: each multiple k
+    at its nearest whole lag round(k c), so a fraction's slide does not build up with k."""
     k = 1
     while k * c <= n - c / 2:
-        lag = int(round(k * c))
+        k += 1
+    return np.array([int(round(j * c)) for j in range(1, k)], dtype=np.int64)
+
+
+@njit(cache=True)
+def _cycle_misfit(x: np.ndarray, c: float, at: np.ndarray, d: np.ndarray, w: np.ndarray) -> float:
+    """The misfit of a cycle of c points, whole or not, as `mismatch` measures a whole one,
+    at `_cycle_lags`. `at` caches each lag's term (NaN until computed): nearby lengths share
+    most lags."""
+    total = 0.0
+    for lag in _cycle_lags(x.shape[0], c):
         v = at[lag]
         if v != v:
             v = at[lag] = _misfit_at(x, lag, d, w)
         total += v
-        k += 1
     return total
 
 
@@ -662,10 +667,8 @@ def fractional_cycle(x: np.ndarray, p: int) -> float:
         if m < fit:
             best, fit = c, m
     rel = 0.0  # the misfit's relative variance: its terms' 2 / m, m pairs at each lag
-    k = 1
-    while k * p <= n - p / 2:
-        rel += 2.0 / (n - k * p)
-        k += 1
+    for lag in _cycle_lags(n, float(p)):
+        rel += 2.0 / (n - lag)
     sd = at[p] * math.sqrt(rel)  # scaled by the first term: noise, hardly any slide
     return best if whole - fit > FRACTION_Z * sd else float(p)
 
