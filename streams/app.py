@@ -39,7 +39,7 @@ from streams.detect import DRIFT_COLUMNS, SHADOW_COLUMNS, DetectStage
 from streams.normalize import KnownMetrics, Normalizer
 from streams.runner import Modulo, StageRunner, write_with_retry
 from streams.services import (
-    ServicePoint,
+    ServiceBatch,
     ServicePoints,
     ServiceStage,
     decode_service_points,
@@ -272,13 +272,14 @@ def build_app(
         await publish_episodes(out.episodes)
         if not out.rows:
             return
-        by_part: dict[int, list[ServicePoint]] = defaultdict(list)
-        for r in service_points(out.points):
-            by_part[service_partition(r.service, t.partitions)].append(r)
-        sent = [await services_topic.send(value=encode_service_points(recs), partition=p)
-                for p, recs in by_part.items()]  # fmt: skip
+        by_part: dict[int, ServiceBatch] = defaultdict(dict)
+        for svc, cols in service_points(out.points).items():
+            by_part[service_partition(svc, t.partitions)][svc] = cols
+        sent = [await services_topic.send(value=encode_service_points(batch), partition=p)
+                for p, batch in by_part.items()]  # fmt: skip
         await asyncio.gather(*sent)
-        stats.add("detect.service_records", sum(map(len, by_part.values())))
+        stats.add("detect.service_records",
+                  sum(len(c[0]) for b in by_part.values() for c in b.values()))  # fmt: skip
 
     async def feedback(raw: bytes) -> bool:
         """A person's label (from Slack), applied in order with the series' points."""

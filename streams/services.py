@@ -2,10 +2,11 @@
 by its multivariate model (detectors/multivariate.py), with episodes naming the signals.
 
 The points topic is keyed by series, so one service's signals are scored by many detect
-workers. Each publishes `ServicePoint`s (service, signal, bucket time, value) for the points
-it scored to a topic keyed by service; one `ServiceStage` per service partition aligns them
-into time buckets, closes a bucket once the service's watermark passes its end plus the
-lateness, and scores the bucket's vector before learning it (causal).
+workers. Each publishes what it scored as records (service, signal, bucket time, sum, count:
+`ServicePoint`), sent as columns a service (`ServiceBatch`), to a topic keyed by service;
+one `ServiceStage` per service partition aligns them into time buckets, closes a bucket once
+the service's watermark passes its end plus the lateness, and scores the bucket's vector
+before learning it (causal).
 
 Delivery is DetectStage's rule: a token (a services message) is ready to ack only once every
 bucket its records fell into is closed and its rows are in `drain()`'s output.
@@ -54,6 +55,11 @@ class ServicePoint(NamedTuple):
     n: int = 1
 
 
+# service → its records as columns (signals, latest times, sums, counts): how a detect worker
+# publishes them and the stage takes them, with no object a record
+ServiceBatch = dict[str, tuple[list[str], list[int], list[float], list[int]]]
+
+
 def signal_key(s: Series) -> str:
     """A readable, stable name for a series within its service, e.g.
     `span.latency_ms{operation=GET /cart}`; long label values are cut (the fingerprint of a
@@ -97,78 +103,109 @@ class ServicePoints:
             self._keys[sid] = key
         return key
 
-    def __call__(self, points: Sequence[Sequence[Any]]) -> list[ServicePoint]:
+    def __call__(self, points: Sequence[Sequence[Any]]) -> ServiceBatch:
         if isinstance(points, PointRows):
-            sid, ts, value = points.series_ids.astype(np.int64), points.ts, points.value
-            metas = [(r[1], r[2], r[3], r[4]) for r, _ in points.runs]
+            ts, value = points.ts, points.value
+            metas = [(r[0], r[1], r[2], r[3], r[4]) for r, _ in points.runs]
             lengths = points.lengths
         else:
             col = {c: points[i] for i, c in enumerate(POINT_COLUMNS)}
             if not len(col["series_id"]):
-                return []
+                return {}
             sid = np.array(col["series_id"], dtype=np.int64)
             ts = np.array(col["ts"], dtype=np.int64)
             value = np.array(col["value"], dtype=np.float64)  # NULL -> NaN
             # a series' kind, name, service and labels are part of its id: read once per run
             # of its rows (the stage writes each series' points together)
             starts = np.flatnonzero(np.concatenate(([True], sid[1:] != sid[:-1])))
-            metas = [(col["kind"][i], col["name"][i], col["service"][i], col["labels"][i])
-                     for i in starts.tolist()]  # fmt: skip
+            metas = [(col["series_id"][i], col["kind"][i], col["name"][i], col["service"][i],
+                      col["labels"][i]) for i in starts.tolist()]  # fmt: skip
             lengths = np.diff(np.append(starts, len(sid)))
-        run_of = np.repeat(np.arange(len(metas)), lengths)
-        ours = np.array([bool(svc) and kind != "service" for kind, _, svc, _ in metas], bool)
-        rows = np.flatnonzero(np.isfinite(value) & ours[run_of]) if len(metas) else []
+        # each run's signal: its rank among this block's (service, signal) pairs, sorted so a
+        # service's signals are neighbours; -1: not a service's series
+        known, numbers = self._keys, {}
+        found = np.full(len(metas), -1, np.int64)
+        for r, (s, kind, name, svc, labels) in enumerate(metas):  # a series, not a point
+            if svc and kind != "service":
+                key = known.get(s) or self._key(s, kind, name, svc, labels)
+                found[r] = numbers.setdefault((svc, key), len(numbers))
+        if not numbers:
+            return {}
+        pairs = sorted(numbers)
+        rank = np.empty(len(pairs), np.int64)
+        rank[[numbers[p] for p in pairs]] = np.arange(len(pairs))
+        signal = np.where(found >= 0, rank[found.clip(0)], -1).repeat(lengths)
+        rows = np.flatnonzero(np.isfinite(value) & (signal >= 0))
         if not len(rows):
-            return []
-        # sum and count per series and bucket with numpy, then one signal key per group
-        sid, ts = sid[rows], ts[rows]
+            return {}
+        # sum, count and latest time per signal and bucket (two series cut to one signal
+        # name are one signal), in numpy: no Python a point or a record
+        signal, ts, vals = signal[rows], ts[rows], value[rows]
         bucket = ts - ts % self.bucket_ms
-        order = np.lexsort((bucket, sid))
-        vals = value[rows][order]
-        sid, ts, bucket, rows = sid[order], ts[order], bucket[order], rows[order]
-        new = np.ones(len(sid), bool)
-        new[1:] = (sid[1:] != sid[:-1]) | (bucket[1:] != bucket[:-1])
+        order = np.lexsort((bucket, signal))
+        signal, ts, vals, bucket = signal[order], ts[order], vals[order], bucket[order]
+        new = np.ones(len(signal), bool)
+        new[1:] = (signal[1:] != signal[:-1]) | (bucket[1:] != bucket[:-1])
         first = np.flatnonzero(new)
-        sums = np.add.reduceat(vals, first).tolist()
-        latest = np.maximum.reduceat(ts, first).tolist()
-        counts = np.diff(np.append(first, len(sid))).tolist()
-        acc: dict[tuple[str, str, int], list[Any]] = {}
-        known = self._keys
-        groups = zip(run_of[rows[first]].tolist(), sid[first].tolist(), bucket[first].tolist(),
-                     latest, sums, counts, strict=True)  # fmt: skip
-        for r, s, b, last, total, count in groups:
-            kind, name, svc, labels = metas[r]
-            key = known.get(s) or self._key(s, kind, name, svc, labels)
-            k = (svc, key, b)
-            a = acc.get(k)
-            if a is None:
-                acc[k] = [last, total, count]
-            else:  # two series cut to one signal name: one signal
-                a[0] = max(a[0], last)
-                a[1] += total
-                a[2] += count
-        return [ServicePoint(svc, sig, *a) for (svc, sig, _), a in acc.items()]
+        group = signal[first]
+        sums = np.add.reduceat(vals, first)
+        latest = np.maximum.reduceat(ts, first)
+        counts = np.diff(np.append(first, len(signal)))
+        names = np.array([key for _, key in pairs], dtype=object)
+        services: list[str] = []
+        service_of = np.empty(len(pairs), np.int64)  # rank → index into services
+        for i, (svc, _) in enumerate(pairs):
+            if not services or services[-1] != svc:
+                services.append(svc)
+            service_of[i] = len(services) - 1
+        owner = service_of[group]
+        bounds = [0, *(np.flatnonzero(np.diff(owner)) + 1).tolist(), len(group)]
+        out: ServiceBatch = {}
+        for lo, hi in zip(bounds, bounds[1:]):  # noqa: B905 - one shorter by design
+            out[services[owner[lo]]] = (names[group[lo:hi]].tolist(), latest[lo:hi].tolist(),
+                                        sums[lo:hi].tolist(), counts[lo:hi].tolist())  # fmt: skip
+        return out
 
 
-def encode_service_points(records: Iterable[ServicePoint]) -> bytes:
-    """A batch of records, grouped by service (the name is written once)."""
-    by: dict[str, list[list[Any]]] = {}
+def batch_of(records: Iterable[ServicePoint]) -> ServiceBatch:
+    """Records as a batch (columns per service), in their order."""
+    out: ServiceBatch = {}
     for r in records:
-        by.setdefault(r.service, []).append([r.signal, r.ts_ms, r.value, r.n])
-    return orjson.dumps({"v": by})
+        cols = out.setdefault(r.service, ([], [], [], []))
+        for c, v in zip(cols, (r.signal, r.ts_ms, r.value, r.n), strict=True):
+            c.append(v)
+    return out
 
 
-def decode_service_points(raw: bytes) -> list[ServicePoint]:
-    """Records of `encode_service_points`; a row without a count (an earlier release) is one
-    point."""
+def records_of(batch: ServiceBatch) -> list[ServicePoint]:
+    """A batch as records (for reading and tests; the stream keeps columns)."""
+    return [ServicePoint(svc, *row)
+            for svc, cols in batch.items() for row in zip(*cols, strict=True)]  # fmt: skip
+
+
+def encode_service_points(batch: ServiceBatch) -> bytes:
+    """A batch as a message: each service's columns (`c`), its name written once."""
+    return orjson.dumps({"c": batch})
+
+
+def decode_service_points(raw: bytes) -> ServiceBatch:
+    """A batch of `encode_service_points`; also the rows of an earlier release (`v`: a record
+    a row, with or without a count), as the same batch."""
     doc = orjson.loads(raw)
-    return [
+    if "c" in doc:
+        out: ServiceBatch = {}
+        for svc, (signals, stamps, values, counts) in doc["c"].items():
+            if not len(signals) == len(stamps) == len(values) == len(counts):
+                raise ValueError(f"service {svc!r}: columns of different lengths")
+            out[str(svc)] = (signals, stamps, values, counts)
+        return out
+    return batch_of(
         ServicePoint(
             svc, str(row[0]), int(row[1]), float(row[2]), int(row[3]) if len(row) > 3 else 1
-        )
+        )  # fmt: skip
         for svc, rows in doc["v"].items()
         for row in rows
-    ]
+    )
 
 
 class _Signal(NamedTuple):
@@ -255,38 +292,39 @@ class ServiceStage:
         self._dirty: set[str] = set()
 
     # -- input ------------------------------------------------------------------------------
-    def add(self, records: Iterable[ServicePoint], token: Hashable) -> None:
+    def add(self, batch: ServiceBatch, token: Hashable) -> None:
         """Take one message's records; `token` is released once their buckets are out."""
         self._tokens.hold(token)  # held while we work
         now = self.clock()
-        touched: set[str] = set()
-        for r in records:
-            self.counters.records += 1
-            st = self.services.get(r.service)
+        counters, tokens, size = self.counters, self._tokens, self.bucket_ms
+        for svc, (signals, stamps, values, counts) in batch.items():
+            counters.records += len(signals)
+            st = self.services.get(svc)
             if st is None:
-                st = self.services[r.service] = self._new_state(r.service)
+                st = self.services[svc] = self._new_state(svc)
             st.last_seen_wall = now
-            if r.signal not in st.signals:
-                if len(st.signals) >= self.max_signals:
-                    self.counters.signals_ignored += 1
+            admitted, buckets, closed = set(st.signals), st.buckets, st.last_closed
+            for signal, ts, value, n in zip(signals, stamps, values, counts, strict=True):
+                if signal not in admitted:
+                    if len(admitted) >= self.max_signals:
+                        counters.signals_ignored += 1
+                        continue
+                    st.signals.append(signal)
+                    admitted.add(signal)
+                start = ts - ts % size
+                if start <= closed:
+                    counters.late += 1
                     continue
-                st.signals.append(r.signal)
-            start = r.ts_ms - r.ts_ms % self.bucket_ms
-            if start <= st.last_closed:
-                self.counters.late += 1
-                continue
-            b = st.buckets.get(start)
-            if b is None:
-                b = st.buckets[start] = _Bucket()
-            total, n = b.values.get(r.signal, (0.0, 0))
-            b.values[r.signal] = (total + r.value, n + r.n)
-            if token not in b.tokens:
-                b.tokens.add(token)
-                self._tokens.hold(token)
-            st.watermark = max(st.watermark, r.ts_ms)
-            touched.add(r.service)
-        for svc in touched:
-            st = self.services[svc]
+                b = buckets.get(start)
+                if b is None:
+                    b = buckets[start] = _Bucket()
+                total, m = b.values.get(signal, (0.0, 0))
+                b.values[signal] = (total + value, m + n)
+                if token not in b.tokens:
+                    b.tokens.add(token)
+                    tokens.hold(token)
+                if ts > st.watermark:
+                    st.watermark = ts
             self._close(st, st.watermark - self.lateness_ms)
         self._tokens.release(token)
 

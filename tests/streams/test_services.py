@@ -4,6 +4,8 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from detectors.multivariate import MultiVerdict, ServiceModel
 from streams.columns import POINT_COLUMNS
 from streams.series import make_series, series_id
@@ -11,8 +13,10 @@ from streams.services import (
     ServicePoint,
     ServicePoints,
     ServiceStage,
+    batch_of,
     decode_service_points,
     encode_service_points,
+    records_of,
     signal_key,
 )
 
@@ -55,7 +59,7 @@ def bucket(rng: random.Random, t: int, shift: Mapping[str, float] = {}) -> list[
 
 def feed(stage: ServiceStage, rng: random.Random, start: int, n: int, **kw: Any) -> None:
     for i in range(start, start + n):
-        stage.add(bucket(rng, i * S, **kw), ("t", i))
+        stage.add(batch_of(bucket(rng, i * S, **kw)), ("t", i))
 
 
 def test_service_stage_aligns_signals_arriving_in_any_order() -> None:
@@ -72,7 +76,7 @@ def test_service_stage_aligns_signals_arriving_in_any_order() -> None:
         ServicePoint("checkout", LAT, 90_000, 74.0),  # moves the watermark past all of them
     ]  # fmt: skip
     for i, r in enumerate(recs):
-        stage.add([r], i)
+        stage.add(batch_of([r]), i)
     (model,) = models
     assert model.seen == [
         {LAT: 110.0, ERR: 0.5}, {LAT: 80.0, ERR: 0.2}, {LAT: 70.0, ERR: 0.2},
@@ -119,14 +123,16 @@ def test_service_stage_leaves_one_signal_inside_its_range_alone() -> None:
 def test_service_stage_holds_tokens_until_buckets_close() -> None:
     now = [0.0]
     stage = ServiceStage(Recorder, lateness_s=5.0, wall_clock=lambda: now[0])
-    stage.add([ServicePoint("a", LAT, 1_000, 1.0)], "m1")
-    stage.add([ServicePoint("a", ERR, 8_000, 1.0), ServicePoint("a", LAT, 12_000, 1.0)], "m2")
+    stage.add(batch_of([ServicePoint("a", LAT, 1_000, 1.0)]), "m1")
+    stage.add(
+        batch_of([ServicePoint("a", ERR, 8_000, 1.0), ServicePoint("a", LAT, 12_000, 1.0)]), "m2"
+    )
     assert stage.drain().tokens == []  # watermark 12 s: bucket [0, 10) open until 15 s
-    stage.add([ServicePoint("a", LAT, 15_000, 2.0)], "m3")
+    stage.add(batch_of([ServicePoint("a", LAT, 15_000, 2.0)]), "m3")
     out = stage.drain()
     assert out.tokens == ["m1"]  # m2 also fed the bucket at 10 s, still open
     assert out.points[1] == [0]
-    stage.add([ServicePoint("a", LAT, 3_000, 9.0)], "late")  # its bucket is closed
+    stage.add(batch_of([ServicePoint("a", LAT, 3_000, 9.0)]), "late")  # its bucket is closed
     assert stage.drain().tokens == ["late"] and stage.counters.late == 1
     now[0] = 15.0  # idle for a bucket plus the lateness
     stage.close_idle()
@@ -145,7 +151,7 @@ def test_service_stage_restore_scores_like_an_uninterrupted_run() -> None:
 
     a = ServiceStage(small)
     for i, b in enumerate(batches[:200]):
-        a.add(b, i)
+        a.add(batch_of(b), i)
     a.drain()
     states = a.snapshot()
     assert a.snapshot() == {}  # only what was scored since the last snapshot
@@ -155,9 +161,9 @@ def test_service_stage_restore_scores_like_an_uninterrupted_run() -> None:
     assert ma is not None and mb is not None and 0 < ma.since_fit_ < 30
     assert list(mb.rows_) == list(ma.rows_) and len(ma.rows_) == 100
     for i, b in enumerate(batches[200:], 200):
-        a.add(b, i)
+        a.add(batch_of(b), i)
     for i, b in enumerate(batches[197:], 197):  # from before the checkpoint: 197 is stored
-        b_stage.add(b, i)
+        b_stage.add(batch_of(b), i)
     out_a, out_b = a.drain(), b_stage.drain()
     assert b_stage.counters.late == len(batches[197])
     assert out_a.episodes and out_b.points == out_a.points
@@ -169,7 +175,7 @@ def test_service_stage_does_not_score_a_service_with_one_signal() -> None:
     models: list[Recorder] = []
     stage = ServiceStage(lambda sig: models.append(Recorder(sig)) or models[-1])
     for i in range(10):
-        stage.add([ServicePoint("solo", LAT, i * S, 1.0)], i)
+        stage.add(batch_of([ServicePoint("solo", LAT, i * S, 1.0)]), i)
     out = stage.drain()
     assert models == [] and out.rows == 0 and stage.counters.unscored == 8
     assert len(out.tokens) == 8  # its messages are still released once the buckets close
@@ -179,7 +185,7 @@ def test_service_stage_caps_signals_per_service() -> None:
     models: list[Recorder] = []
     stage = ServiceStage(lambda sig: models.append(Recorder(sig)) or models[-1], max_signals=3)
     for i in range(4):
-        stage.add([ServicePoint("wide", f"metric.m{k}", i * S, 1.0) for k in range(5)], i)
+        stage.add(batch_of([ServicePoint("wide", f"metric.m{k}", i * S, 1.0) for k in range(5)]), i)
     assert models and all(len(m.signals) == 3 for m in models)
     assert stage.counters.signals_ignored == 8
     assert len(stage.services["wide"].signals) == 3
@@ -192,18 +198,20 @@ def test_service_stage_rebuilds_model_when_a_signal_joins() -> None:
         recs = [ServicePoint("a", LAT, i * S, 1.0), ServicePoint("a", ERR, i * S, 1.0)]
         if i >= 3:
             recs.append(ServicePoint("a", DB, i * S, 1.0))
-        stage.add(recs, i)
+        stage.add(batch_of(recs), i)
     assert [m.signals for m in models] == [[LAT, ERR], [LAT, ERR, DB]]
     assert stage.counters.rebuilds == 1
 
 
 def test_service_stage_drop_services_forgets_state_and_tokens() -> None:
     stage = ServiceStage(Recorder)
-    stage.add([ServicePoint("a", LAT, 0, 1.0), ServicePoint("a", ERR, 0, 1.0)], "m1")
-    stage.add([ServicePoint("b", LAT, 0, 1.0), ServicePoint("b", ERR, 0, 1.0)], "m2")
+    stage.add(batch_of([ServicePoint("a", LAT, 0, 1.0), ServicePoint("a", ERR, 0, 1.0)]), "m1")
+    stage.add(batch_of([ServicePoint("b", LAT, 0, 1.0), ServicePoint("b", ERR, 0, 1.0)]), "m2")
     stage.drop_services(lambda s: s == "a")
     assert set(stage.services) == {"b"}
-    stage.add([ServicePoint("a", LAT, 30_000, 1.0), ServicePoint("b", LAT, 30_000, 1.0)], "m3")
+    stage.add(
+        batch_of([ServicePoint("a", LAT, 30_000, 1.0), ServicePoint("b", LAT, 30_000, 1.0)]), "m3"
+    )
     out = stage.drain()
     assert out.tokens == ["m2"]  # m1 is left unacked for the new owner of "a" to replay
     assert out.points[11] == ["b"]  # "a" starts afresh: nothing of its old bucket is scored
@@ -223,12 +231,12 @@ def test_service_points_from_detect_rows_roundtrip_the_wire() -> None:
                 "labels": labels, "value": value}  # fmt: skip
         for c, col in zip(POINT_COLUMNS, cols, strict=True):
             col.append(row[c])
-    recs = ServicePoints(10_000)(cols)
-    assert [r.signal for r in recs] == [
-        "span.latency_ms{operation=GET /cart}",
+    batch = ServicePoints(10_000)(cols)
+    assert sorted(r.signal for r in records_of(batch)) == [
         "db.latency_ms{statement=SELECT " + "x" * 40 + "…}",
+        "span.latency_ms{operation=GET /cart}",
     ]
-    assert decode_service_points(encode_service_points(recs)) == recs
+    assert decode_service_points(encode_service_points(batch)) == batch
     assert signal_key(make_series("queue", "lag", "s", queue="q", group="g")) == (
         "queue.lag{group=g,queue=q}"
     )
@@ -252,19 +260,57 @@ def test_service_points_send_one_record_per_signal_and_bucket_with_the_same_mean
                 "service": "a", "labels": {"operation": op}, "value": value}  # fmt: skip
         for c, col in zip(POINT_COLUMNS, cols, strict=True):
             col.append(row[c])
-    recs = ServicePoints(S)(cols)
+    batch = ServicePoints(S)(cols)
     x, y = "span.latency_ms{operation=x}", "span.latency_ms{operation=y}"
-    assert sorted(recs) == [
+    assert sorted(records_of(batch)) == [
         ServicePoint("a", x, 9_000, 9.0, 3), ServicePoint("a", x, 12_000, 30.0, 2),
         ServicePoint("a", x, 90_000, 1.0, 1), ServicePoint("a", y, 5_000, 0.5, 1),
         ServicePoint("a", y, 12_000, 0.1, 1),
     ]  # fmt: skip
-    assert decode_service_points(encode_service_points(recs)) == recs
+    assert decode_service_points(encode_service_points(batch)) == batch
     # the model sees the same bucket means as when every point travels on its own
     seen = []
-    for batch in ([ServicePoint("a", x if op == "x" else y, ts, v) for op, ts, v in points], recs):
+    one_by_one = batch_of(ServicePoint("a", x if op == "x" else y, ts, v) for op, ts, v in points)
+    for sent in (one_by_one, batch):
         models: list[Recorder] = []
         stage = ServiceStage(lambda sig, m=models: m.append(Recorder(sig)) or m[-1])
-        stage.add(batch, "m")
+        stage.add(sent, "m")
         seen.append(models[0].seen)
     assert seen[0] == seen[1] == [{x: 3.0, y: 0.5}, {x: 15.0, y: 0.1}]
+
+
+def test_service_points_group_by_service_and_merge_series_cut_to_one_signal() -> None:
+    long = "SELECT " + "x" * 80
+    rows = [  # series id, kind, name, service, labels, ts, value; a series' rows together
+        (1, "span", "latency_ms", "b", {"operation": "GET"}, 1_000, 1.0),
+        (1, "span", "latency_ms", "b", {"operation": "GET"}, 2_000, 3.0),
+        (2, "db", "latency_ms", "b", {"statement": long + "1"}, 1_000, 4.0),
+        (3, "db", "latency_ms", "b", {"statement": long + "2"}, 12_000, 5.0),
+        (3, "db", "latency_ms", "b", {"statement": long + "2"}, 3_000, 6.0),
+        (4, "span", "latency_ms", "a", {"operation": "GET"}, 5_000, float("nan")),
+        (5, "span", "error_rate", "a", {"operation": "GET"}, 5_000, 0.5),
+    ]
+    cols: list[list[Any]] = [[] for _ in POINT_COLUMNS]
+    for sid, kind, name, svc, labels, ts, value in rows:
+        row = dict.fromkeys(POINT_COLUMNS)
+        row |= {"series_id": sid, "ts": ts, "kind": kind, "name": name, "service": svc,
+                "labels": labels, "value": value}  # fmt: skip
+        for c, col in zip(POINT_COLUMNS, cols, strict=True):
+            col.append(row[c])
+    batch = ServicePoints(S)(cols)
+    cut = "db.latency_ms{statement=SELECT " + "x" * 40 + "…}"  # series 2 and 3: one signal
+    assert sorted(batch) == ["a", "b"]
+    assert sorted(records_of(batch)) == [
+        ServicePoint("a", "span.error_rate{operation=GET}", 5_000, 0.5, 1),  # NaN: left out
+        ServicePoint("b", cut, 3_000, 10.0, 2), ServicePoint("b", cut, 12_000, 5.0, 1),
+        ServicePoint("b", "span.latency_ms{operation=GET}", 2_000, 4.0, 2),
+    ]  # fmt: skip
+
+
+def test_an_earlier_releases_rows_decode_to_the_same_batch() -> None:
+    # workers of the release before publish a record a row (the oldest, without a count)
+    rows = {"v": {"a": [[LAT, 9_000, 6.0, 3], [ERR, 9_000, 0.5]], "b": [[LAT, 1_000, 2.0, 1]]}}
+    batch = decode_service_points(orjson.dumps(rows))
+    assert batch == {"a": ([LAT, ERR], [9_000, 9_000], [6.0, 0.5], [3, 1]),
+                     "b": ([LAT], [1_000], [2.0], [1])}  # fmt: skip
+    assert decode_service_points(encode_service_points(batch)) == batch
