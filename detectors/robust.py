@@ -64,9 +64,8 @@ def refine_period(values: array, period: int) -> float:
     within 3 points (each further cycle in the buffer multiplies the misfit of a wrong one),
     then a fraction of a point if one fits clearly better (`robust_core.fractional_cycle`)."""
     x = _prepared(values)
-    near = range(max(4, period - 3), min(period + 4, len(x) // 2))
-    whole = min(near, key=lambda p: core.mismatch(x, p), default=period)
-    return core.fractional_cycle(x, whole)
+    whole = core.best_length(x, period, max(4, period - 3), min(period + 3, len(x) // 2 - 1))
+    return core.fractional_cycle(x, whole or period)
 
 
 def _prepared(values: array | np.ndarray) -> np.ndarray:
