@@ -12,7 +12,7 @@ the largest of them also bounds the score from below, as pyod's tail scores satu
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -122,3 +122,13 @@ class ServiceModel:
         ):
             self._fit()
         return verdict
+
+
+def warm_up(make: Callable[[list[str]], ServiceModel]) -> None:
+    """Fit and score a made-up service once, at start. pyod's import and its first fit take
+    ~1.8 s here; the first service to reach `min_fit` buckets, minutes into a run, would
+    otherwise stall the worker's event loop (every stage's latency) that long."""
+    model = make(["a", "b"])
+    rng = np.random.default_rng(0)
+    for _ in range(model.min_fit + 1):
+        model.update({"a": float(rng.normal()), "b": float(rng.normal())})

@@ -27,6 +27,7 @@ import orjson
 from detectors.episodes import Episode
 from detectors.model import warm_up
 from detectors.multivariate import ServiceModel
+from detectors.multivariate import warm_up as warm_up_services
 from detectors.registry import model_factory
 from ingest.cardinality import CardinalityGuard
 from ingest.decode import Reject, decode_records
@@ -306,8 +307,12 @@ def build_app(
     # One multivariate model per service over its signals. Records arrive once their detect
     # window closed (window + lateness after the fact), metrics at once: the lateness covers
     # that spread so span signals are not late.
+    def service_model(signals: list[str]) -> ServiceModel:
+        return ServiceModel(signals, model="ecod", window=360, refit_every=30)
+
+    warm_up_services(service_model)  # pyod imported and fitted now, not minutes into a run
     svc_stage = ServiceStage(
-        lambda signals: ServiceModel(signals, model="ecod", window=360, refit_every=30),
+        service_model,
         bucket_s=settings.window_s, lateness_s=settings.window_s + settings.lateness_s + 5.0,
         threshold=settings.threshold,
     )  # fmt: skip

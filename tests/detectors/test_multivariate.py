@@ -48,3 +48,41 @@ def test_service_model_refits_on_schedule_and_pickles() -> None:
 def test_service_model_rejects_unknown_model() -> None:
     with pytest.raises(DetectorsError, match="unknown model"):
         ServiceModel(SIGNALS, model="lof")
+
+
+WARM_SCRIPT = """
+import sys
+import numpy as np
+from detectors.multivariate import ServiceModel, warm_up
+
+def make(signals):
+    return ServiceModel(signals, model="ecod", window=360, refit_every=30)
+
+if sys.argv[1] == "warm":
+    warm_up(make)
+model = make(["latency_ms", "error_rate", "throughput"])
+rng = np.random.default_rng(1)
+before = set(sys.modules)
+for _ in range(model.min_fit + 1):  # the last update fits
+    model.update({s: float(rng.normal()) for s in model.signals})
+assert model.fitted_ is not None
+print(",".join(sorted(m for m in set(sys.modules) - before if m.startswith("pyod"))))
+"""
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_after_warm_up_a_services_first_fit_imports_nothing(warm: bool) -> None:
+    """pyod's import and first fit (~1.8 s) happen at start, not on the event loop when the
+    first service reaches `min_fit` buckets (a fresh interpreter each)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", WARM_SCRIPT, "warm" if warm else "cold"],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout.strip()  # fmt: skip
+    imported = set(out.split(",")) - {""}
+    if warm:
+        assert imported == set()
+    else:  # the check can see an import: without the warm-up the first fit pays it
+        assert "pyod.models.ecod" in imported
