@@ -109,19 +109,22 @@ def partition_keys(n: int, partitions: int = PARTITIONS) -> list[str]:
     return keys
 
 
-def produce_stream(bootstrap: str, topic: str, spec: StreamSpec, start_s: float) -> float:
+def produce_stream(
+    bootstrap: str, topic: str, spec: StreamSpec, start_s: float, first_round: int = 0
+) -> float:
     """Send the whole stream (series i by producer i % producers, in time order); returns the
-    seconds it took. Raises if any event failed."""
+    seconds it took. Raises if any event failed. `first_round`: where a stream that continues
+    an earlier one starts (its rounds at start_s + round, each series' sine where it was)."""
     from ingest.producer import TelemetryProducer
 
-    rng = random.Random(7)
+    rng = random.Random(7 + first_round)
     prods = [
         TelemetryProducer(bootstrap, topic, batch_size=spec.batch, key=k)
         for k in partition_keys(spec.producers)
     ]
     t0 = time.perf_counter()
     sent = 0
-    for r in range(spec.rounds):
+    for r in range(first_round, first_round + spec.rounds):
         for i in range(spec.series):
             if sent == spec.points:
                 break

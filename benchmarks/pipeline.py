@@ -89,6 +89,31 @@ def assigned_at(log: Path, offset: int = 0) -> float:
     raise RuntimeError(f"no partitions assigned in {log}")
 
 
+_RESUMED = re.compile(rb"\] detect: partitions .* assigned, (\d+) states resumed")
+
+
+def states_resumed(log: Path, offset: int = 0) -> int:
+    """Series states the detect stage resumed from checkpoints, past `offset` in `log`."""
+    with open(log, "rb") as f:
+        f.seek(offset)
+        return sum(int(m[1]) for m in _RESUMED.finditer(f.read()))
+
+
+def warm_up_run(settings: StormwatchSettings, workers: int, log: Path, points: int) -> None:
+    """Run the pipeline until `points` rows are written, then stop it gracefully: its stop
+    writes the last rows and checkpoints every series' detector."""
+    from stormwatch.store import open_store
+
+    with running(settings, workers, log):
+        store = open_store(settings)
+        try:
+            q = f"SELECT count() FROM {settings.database}.points WHERE {ONLY_METRICS}"
+            wait_for(lambda: int(store.query(q).rows[0][0]) >= points, 420,
+                     "the warm-up run's points", every=0.5)  # fmt: skip
+        finally:
+            store.close()
+
+
 def wait_for(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
     while not (v := cond()):
@@ -181,7 +206,12 @@ def run_pipeline(
     profile: Path | None = None,
     keep_log: Path | None = None,
     gil: bool = False,
+    resumed: bool = False,
 ) -> dict[str, Any]:
+    """One throughput run. `resumed`: a first run, not timed, takes the stream and stops
+    gracefully (so every series' detector is checkpointed); the timed run is a restart that
+    resumes them on the stream's continuation, as a worker restarted in production does:
+    settled series, where a fresh run's are all young (their cycle searches and replays)."""
     from ingest.topics import ensure_topics
     from stormwatch.pipeline import topic_partitions
     from stormwatch.store import open_store
@@ -194,8 +224,16 @@ def run_pipeline(
         settings = bench_settings(data, broker.bootstrap, app_id=f"bench-{workers}w")
         ensure_topics(broker.bootstrap, topic_partitions(settings))
         start = stream_start()
-        produce_s = produce_stream(broker.bootstrap, settings.topics.raw, spec, start)
         log = keep_log or data / "pipeline.log"
+        produce_s = produce_stream(broker.bootstrap, settings.topics.raw, spec, start)
+        total, timed_from = spec.points, start
+        if resumed:
+            warm_up_run(settings, workers, log, spec.points)
+            timed_from = start + spec.rounds  # the continuation, each series where it was
+            produce_s = produce_stream(
+                broker.bootstrap, settings.topics.raw, spec, start, first_round=spec.rounds
+            )
+            total = 2 * spec.points
         log_from = log.stat().st_size if log.exists() else 0
         t_spawn = time.monotonic()
         with running(settings, workers, log) as procs:
@@ -212,14 +250,14 @@ def run_pipeline(
                 n = int(store.query(q).rows[0][0])
                 if n and not cpu:  # the first rows are in: CPU is counted from here
                     cpu.append((n, cpu_by_role(pids, broker.proc.pid)))
-                if n < spec.points:
+                if n < total:
                     return 0
                 cpu[1:] = [(n, cpu_by_role(pids, broker.proc.pid))]
                 return int(store.query(f"{q} WHERE {ONLY_METRICS}").rows[0][0])
 
             with profiled(procs[0].pid, profile, gil):
                 wait_for(
-                    lambda: count() >= spec.points or any(p.poll() is not None for p in procs),
+                    lambda: count() >= total or any(p.poll() is not None for p in procs),
                     420,
                     "all points written",
                     every=0.25,
@@ -229,18 +267,23 @@ def run_pipeline(
             first_row, last = store.query(
                 f"SELECT toUnixTimestamp64Milli(min(written_at)), "
                 f"toUnixTimestamp64Milli(max(written_at)) FROM {db}.points WHERE {ONLY_METRICS}"
+                f" AND ts >= toDateTime64({timed_from}, 3)"
             ).rows[0]
-            check = check_points(store, db, expected_ids(spec, start))
+            whole = StreamSpec(**{**spec.model_dump(), "points": total})  # both halves
+            check = check_points(store, db, expected_ids(whole, start))
             per_worker = store.query(
                 f"SELECT worker, sum(value) FROM {db}.health WHERE stage = 'detect' AND "
                 f"metric = 'points_written' GROUP BY worker ORDER BY worker"
             ).rows
             store.close()
         first = assigned_at(log, log_from) * 1000
+        resumed_states = states_resumed(log, log_from) if resumed else 0
     secs = max((last - first) / 1000, 1e-3)
     return {
         "bench": "pipeline",
         "workers": workers,
+        "resumed": resumed,
+        "series_resumed": resumed_states,
         "points": spec.points,
         "series": spec.series,
         "seconds": round(secs, 3),
@@ -267,9 +310,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", type=Path, help="write py-spy raw stacks of `up` here")
     p.add_argument("--gil", action="store_true", help="profile only the GIL holder's stacks")
     p.add_argument("--log", type=Path, help="keep the pipeline's log here")
+    p.add_argument("--resumed", action="store_true",
+                   help="time a restart on the stream's continuation, every series' detector "
+                        "resumed from the checkpoints of a first run (settled series)")  # fmt: skip
     a = p.parse_args(argv)
+    if a.resumed and a.points % a.series:
+        p.error("--resumed needs --points to be a whole number of rounds (a multiple of --series)")
     spec = StreamSpec(series=a.series, points=a.points)
-    out = run_pipeline(spec, a.workers, a.profile, a.log, a.gil)
+    out = run_pipeline(spec, a.workers, a.profile, a.log, a.gil, a.resumed)
     print(orjson.dumps(out).decode())
     return 0 if out["check"]["ok"] else 1
 

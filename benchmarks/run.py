@@ -5,7 +5,10 @@ it, and `pipeline/ceiling: R (1 worker); 2 workers: S x one worker`.
 The throughput runs go in rounds (ceiling, 1 worker, 2 workers back to back, 3 rounds by
 default): a shared host's speed drifts by ±20 % within minutes, so each round's ratios are
 taken between neighbouring runs and the reported ratios are their medians. Every round's
-figures are printed.
+figures are printed. Then a ceiling and a 1-worker run resumed from checkpoints (`--resumed`:
+a first run's graceful stop checkpoints every series, a restart takes the stream's
+continuation), for settled series beside the rounds' young ones; the final line stays the
+rounds'.
 
 Exits non-zero if any run lost or duplicated points (counts and ids checked in ClickHouse with
 and without FINAL). Timings are reported, never judged: a slow machine does not fail it.
@@ -108,6 +111,14 @@ def main(argv: list[str] | None = None) -> int:
                 run([py, "-m", "benchmarks.pipeline", "--workers", "2", *stream], cmds),
             )
         )
+    # settled series: 1 worker restarted on the stream's continuation, beside its own ceiling
+    settled: tuple[dict[str, Any], dict[str, Any]] | None = None
+    if a.points % a.series == 0:
+        print("settled series: ceiling, 1 worker resumed", file=sys.stderr)
+        settled = (
+            run([py, "-m", "benchmarks.ceiling", *stream], cmds),
+            run([py, "-m", "benchmarks.pipeline", "--workers", "1", *stream, "--resumed"], cmds),
+        )
     one_ratios, two_ratios = ratios(rounds)
     rate_1w = median([rate(r[1]) for r in rounds if rate(r[1])])
     half = max(100, round(rate_1w / 2) if rate_1w else 1000)
@@ -183,6 +194,21 @@ def main(argv: list[str] | None = None) -> int:
                 checked_all(runs),
             )
         )
+    if settled is not None:
+        ceiling, resumed = settled
+        of = f"{rate(resumed) / rate(ceiling):.2f}" if rate(ceiling) else "n/a"
+        rows.append(
+            (
+                "pipeline, 1 worker, resumed",
+                f"{fmt(round(rate(resumed)))} points/s",
+                f"{of} of a ceiling run just before ({fmt(round(rate(ceiling)))} points/s); a "
+                f"restart on the stream's continuation, every series' detector resumed from "
+                f"a first run's checkpoints ({fmt(resumed.get('series_resumed'))} states): "
+                f"settled series; first row written after "
+                f"{resumed.get('before_first_row_s', 0.0):.2f} s{cpu_split([resumed])}",
+                checked_all([resumed]).replace("each round: ", ""),
+            )
+        )
     lat_ok = "ok" if lat.get("ok") else "LOST/DUPLICATED" if "ok" in lat else "FAILED"
     rows.append(
         (
@@ -218,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     for c in dict.fromkeys(cmds):
         times = cmds.count(c)
         print(f"  {c}" + (f"  (x {times})" if times > 1 else ""))
-    runs = [r for rnd in rounds for r in rnd]
+    runs = [r for rnd in rounds for r in rnd] + list(settled or ())
     ok = all(r.get("check", {}).get("ok") for r in runs) and bool(lat.get("ok"))
     ok = ok and all(not m.get("failed") for m in mem)
     if not ok:
