@@ -144,14 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         for n in (10_000, 100_000)
     ]
 
-    def checked_all(runs: list[dict[str, Any]]) -> str:
+    def checked_all(runs: list[dict[str, Any]], each: str = "each round: ") -> str:
         checks = [r.get("check") for r in runs]
         if not all(checks):
             return "FAILED"
         c = checks[-1]
         bad = sum(not x["ok"] for x in checks)  # type: ignore[index]
         return (
-            f"{f'{bad} LOST/DUPLICATED' if bad else 'ok'} (each round: {c['rows']:,} rows, "
+            f"{f'{bad} LOST/DUPLICATED' if bad else 'ok'} ({each}{c['rows']:,} rows, "
             f"{c['rows_final']:,} FINAL, {c['unique_ids']:,} ids of {c['expected']:,})"
         )
 
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"a first run's checkpoints ({fmt(resumed.get('series_resumed'))} states): "
                 f"settled series; first row written after "
                 f"{resumed.get('before_first_row_s', 0.0):.2f} s{cpu_split([resumed])}",
-                checked_all([resumed]).replace("each round: ", ""),
+                checked_all([resumed], each=""),
             )
         )
     lat_ok = "ok" if lat.get("ok") else "LOST/DUPLICATED" if "ok" in lat else "FAILED"

@@ -177,12 +177,6 @@ def batch_of(records: Iterable[ServicePoint]) -> ServiceBatch:
     return out
 
 
-def records_of(batch: ServiceBatch) -> list[ServicePoint]:
-    """A batch as records (for reading and tests; the stream keeps columns)."""
-    return [ServicePoint(svc, *row)
-            for svc, cols in batch.items() for row in zip(*cols, strict=True)]  # fmt: skip
-
-
 def encode_service_points(batch: ServiceBatch) -> bytes:
     """A batch as a message: each service's columns (`c`), its name written once."""
     return orjson.dumps({"c": batch})

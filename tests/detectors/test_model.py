@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import pickle
 import random
-import subprocess
-import sys
 from functools import partial
 
 import pytest
@@ -11,6 +9,7 @@ import pytest
 from detectors import DetectorsError
 from detectors.model import SeriesModel
 from detectors.registry import make_detector
+from tests.detectors.fresh import names_from_fresh
 
 
 def noise(n: int, seed: int = 0, level: float = 100.0, sd: float = 1.0) -> list[float]:
@@ -186,11 +185,7 @@ def test_after_warm_up_a_workers_first_message_loads_no_compiled_code(warm: bool
     """numba loads (or compiles) a function on its first call: the warm-up takes that cost
     at start, not in the first verdicts' latency (a fresh interpreter each: loaded code
     stays loaded)."""
-    out = subprocess.run(  # noqa: S603
-        [sys.executable, "-c", WARM_SCRIPT, "warm" if warm else "cold"],
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout.strip()  # fmt: skip
-    loads = set(out.split(",")) - {""}
+    loads = names_from_fresh(WARM_SCRIPT, warm)
     if warm:
         assert loads == set()
     else:  # the check can see a load: without the warm-up the first message pays it

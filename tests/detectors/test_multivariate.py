@@ -7,6 +7,7 @@ import pytest
 
 from detectors import DetectorsError
 from detectors.multivariate import ServiceModel
+from tests.detectors.fresh import names_from_fresh
 
 SIGNALS = ["latency_ms", "error_rate", "throughput", "queue_lag", "db_latency_ms"]
 
@@ -74,14 +75,7 @@ print(",".join(sorted(m for m in set(sys.modules) - before if m.startswith("pyod
 def test_after_warm_up_a_services_first_fit_imports_nothing(warm: bool) -> None:
     """pyod's import and first fit (~1.8 s) happen at start, not on the event loop when the
     first service reaches `min_fit` buckets (a fresh interpreter each)."""
-    import subprocess
-    import sys
-
-    out = subprocess.run(  # noqa: S603
-        [sys.executable, "-c", WARM_SCRIPT, "warm" if warm else "cold"],
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout.strip()  # fmt: skip
-    imported = set(out.split(",")) - {""}
+    imported = names_from_fresh(WARM_SCRIPT, warm)
     if warm:
         assert imported == set()
     else:  # the check can see an import: without the warm-up the first fit pays it

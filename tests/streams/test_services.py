@@ -10,15 +10,22 @@ from detectors.multivariate import MultiVerdict, ServiceModel
 from streams.columns import POINT_COLUMNS
 from streams.series import make_series, series_id
 from streams.services import (
+    ServiceBatch,
     ServicePoint,
     ServicePoints,
     ServiceStage,
     batch_of,
     decode_service_points,
     encode_service_points,
-    records_of,
     signal_key,
 )
+
+
+def records_of(batch: ServiceBatch) -> list[ServicePoint]:
+    """A batch as records, to compare (the stream keeps columns)."""
+    return [ServicePoint(svc, *row)
+            for svc, cols in batch.items() for row in zip(*cols, strict=True)]  # fmt: skip
+
 
 LAT = "span.latency_ms{operation=GET /cart}"
 ERR = "span.error_rate{operation=GET /cart}"
