@@ -256,11 +256,12 @@ class SeriesModel:
 def warm_up(make: Callable[[], SeriesModel]) -> None:
     """Run a made-up series through a model from `make`: numba loads each compiled function
     from its cache on first call (~0.6 s in all), which would otherwise land on the first
-    message a worker takes, in its first verdicts' latency. The series has a cycle (the
-    period search and re-fit), a level shift (flags, drift) and a gap."""
+    message a worker takes, in its first verdicts' latency. The series has a cycle of a
+    fractional length (the period search, the re-fit and its new profile), a level shift
+    (flags, drift) and a gap."""
     n = 400
     ts = np.arange(n, dtype=np.float64) * 10.0
     ts[300:] += 200.0
-    ys = 10 + np.sin(np.arange(n) * (2 * math.pi / 24)) + 0.1 * np.cos(np.arange(n) * 1.3)
+    ys = 10 + np.sin(np.arange(n) * (2 * math.pi / 24.4)) + 0.1 * np.cos(np.arange(n) * 1.3)
     ys[200:260] += 8.0
     make().update_batch(ts, ys)

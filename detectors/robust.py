@@ -220,21 +220,10 @@ class RobustDetector:
         cycle = refine_period(buf, period)
         if cycle == period:
             return
-        values = buf.tolist()
-        n = len(values)
         size = int(round(cycle))
         ratio = size / cycle
-        first = n - int(n // cycle * cycle)
-        slots: list[list[float]] = [[] for _ in range(size)]
-        for i in range(first, n):
-            if values[i] == values[i]:
-                slots[int(i * ratio % size)].append(values[i])
-        meds = [sorted(v)[len(v) // 2] if v else math.nan for v in slots]
-        known = [m for m in meds if m == m]
-        mean = sum(known) / len(known)
-        meds = [m if m == m else mean for m in meds]
-        st[core.PERIOD], st[core.RATIO], st[core.POS] = size, ratio, float(n * ratio % size)
-        self.season_ = np.array([m - mean for m in meds])
+        st[core.PERIOD], st[core.RATIO], st[core.POS] = size, ratio, float(len(buf) * ratio % size)
+        self.season_ = core.median_profile(buf, cycle)
 
     def rebaseline(self, last: int | None = None) -> None:
         """Take the `last` recent points (default: all kept) as the new normal."""

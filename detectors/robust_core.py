@@ -444,6 +444,46 @@ def fit_profile(values: np.ndarray, cycle: float, season: np.ndarray, ratio: flo
 
 
 @njit(cache=True)
+def median_profile(values: np.ndarray, cycle: float) -> np.ndarray:
+    """The seasonal profile (offsets from the mean) from the slot medians of the whole cycles
+    at the end of `values`, round(cycle) slots at round(cycle) / cycle slots a point: what
+    the re-fit rebuilds at a new length, robust to the anomalies six cycles hold. NaN is
+    skipped; a slot with no value gets the mean. A slot's median is its upper middle value.
+    Compiled: the same list-and-sort in Python took ~0.5 ms a series, once, on the loop."""
+    n = values.shape[0]
+    size = int(round(cycle))
+    ratio = size / cycle
+    first = n - int(n // cycle * cycle)
+    slot = np.full(n, -1, np.int64)
+    ends = np.zeros(size + 1, np.int64)  # slot k's values go to grouped[ends[k]:ends[k + 1]]
+    for i in range(first, n):
+        if values[i] == values[i]:
+            slot[i] = int(i * ratio % size)
+            ends[slot[i] + 1] += 1
+    for k in range(size):
+        ends[k + 1] += ends[k]
+    grouped, fill = np.empty(ends[size]), ends[:size].copy()
+    for i in range(first, n):
+        if slot[i] >= 0:
+            grouped[fill[slot[i]]] = values[i]
+            fill[slot[i]] += 1
+    meds = np.full(size, np.nan)
+    total, known = 0.0, 0
+    for k in range(size):
+        m = ends[k + 1] - ends[k]
+        if m:
+            part = grouped[ends[k] : ends[k + 1]]
+            part.sort()  # a few values a slot (one a cycle), in place
+            meds[k] = part[m // 2]
+            total += meds[k]
+            known += 1
+    mean = total / known
+    for k in range(size):
+        meds[k] = (meds[k] if meds[k] == meds[k] else mean) - mean
+    return meds
+
+
+@njit(cache=True)
 def learn_many(st: np.ndarray, season: np.ndarray, rec: np.ndarray, ys: np.ndarray) -> None:
     """Learn values without timestamps (the buffer replayed once a cycle is found)."""
     for y in ys:

@@ -164,6 +164,32 @@ def test_the_length_fit_picks_the_shortest_best_length_as_trying_every_one_would
 
 @settings(max_examples=300, deadline=None)
 @given(
+    st.lists(st.integers(-3, 3) | st.floats(-1e3, 1e3) | st.just(math.nan), max_size=870),
+    st.floats(4.0, 144.0),
+)
+def test_the_refit_profile_is_each_slots_median_of_the_whole_cycles(
+    values: list[float], cycle: float
+) -> None:
+    # the re-fit rebuilds a profile at a new (fractional) length: slot i * round(c) / c of
+    # the whole cycles at the end, each slot's upper middle value less their mean; a slot
+    # with only gaps in it gets the mean (offset 0)
+    x = np.array(values, dtype=np.float64)
+    size = round(cycle)
+    first = len(x) - int(len(x) // cycle * cycle)
+    slots: list[list[float]] = [[] for _ in range(size)]
+    for i in range(first, len(x)):
+        if not math.isnan(x[i]):
+            slots[int(i * (size / cycle) % size)].append(x[i])
+    meds = [sorted(v)[len(v) // 2] for v in slots if v]
+    if not meds:
+        return  # nothing to fit: the re-fit never runs on a buffer of gaps
+    mean = sum(meds) / len(meds)
+    want = [sorted(v)[len(v) // 2] - mean if v else 0.0 for v in slots]
+    assert rc.median_profile(x, cycle).tolist() == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(
     st.lists(st.integers(-3, 3) | st.floats(-1e6, 1e6), min_size=1, max_size=600),
     st.booleans(),
     st.data(),
