@@ -76,17 +76,25 @@ _ASSIGNED = re.compile(
 )
 
 
-def assigned_at(log: Path, offset: int = 0) -> float:
+def first_assigned(log: Path, offset: int = 0) -> float | None:
     """Epoch seconds of the first partitions assigned to any worker (`StageRunner` logs it
     at INFO; faust's format gives local time in ms) in `log` past `offset` (a kept log is
-    appended to): when the stream starts to be read."""
+    appended to): when the stream starts to be read. None while there is none."""
     with open(log, "rb") as f:
         f.seek(offset)
         lines = f.read().splitlines()
     for line in lines:
         if m := _ASSIGNED.match(line):
             return datetime.strptime(m[1].decode(), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-    raise RuntimeError(f"no partitions assigned in {log}")
+    return None
+
+
+def assigned_at(log: Path, offset: int = 0) -> float:
+    """`first_assigned`, which a finished run must have."""
+    at = first_assigned(log, offset)
+    if at is None:
+        raise RuntimeError(f"no partitions assigned in {log}")
+    return at
 
 
 _RESUMED = re.compile(rb"\] detect: partitions .* assigned, (\d+) states resumed")
@@ -242,26 +250,27 @@ def run_pipeline(
 
             pids = [p.pid for p in procs]
             cpu: list[tuple[int, dict[str, float]]] = []  # (rows, CPU by role): first, last
+            q = f"SELECT count() FROM {db}.points"
 
             def count() -> int:
                 # the bare count is read from part metadata; the filtered one scans a column:
                 # polled every 0.25 s it would take the engine (and its lock) from the workers
-                q = f"SELECT count() FROM {db}.points"
                 n = int(store.query(q).rows[0][0])
-                if n and not cpu:  # the first rows are in: CPU is counted from here
-                    cpu.append((n, cpu_by_role(pids, broker.proc.pid)))
                 if n < total:
                     return 0
                 cpu[1:] = [(n, cpu_by_role(pids, broker.proc.pid))]
                 return int(store.query(f"{q} WHERE {ONLY_METRICS}").rows[0][0])
 
+            def gone() -> bool:
+                return any(p.poll() is not None for p in procs)
+
             with profiled(procs[0].pid, profile, gil):
-                wait_for(
-                    lambda: count() >= total or any(p.poll() is not None for p in procs),
-                    420,
-                    "all points written",
-                    every=0.25,
-                )
+                # CPU is counted over the timed window: from the partitions assigned (the
+                # log read every 20 ms; until the fourteenth round, from the first rows)
+                wait_for(lambda: first_assigned(log, log_from) or gone(), 120, "partitions",
+                         every=0.02)  # fmt: skip
+                cpu.append((int(store.query(q).rows[0][0]), cpu_by_role(pids, broker.proc.pid)))
+                wait_for(lambda: count() >= total or gone(), 420, "all points written", every=0.25)
             wall = time.monotonic() - t_spawn
             time.sleep(1.0)  # anything written twice would show now
             first_row, last = store.query(
@@ -293,7 +302,7 @@ def run_pipeline(
         "wall_s": round(wall, 1),
         "produce_s": round(produce_s, 2),
         "per_worker": [int(v) for _, v in per_worker],
-        # CPU a point from the first rows written to the last, by role: the workers' Python
+        # CPU a point from the partitions assigned to the last row, by role: the workers' Python
         # against the engine's and broker's threads, which 2 workers must share 2 cores with
         "cpu_us_per_point": per_point(cpu[0][1], cpu[-1][1], cpu[-1][0] - cpu[0][0])
         if len(cpu) == 2

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.pipeline import assigned_at, states_resumed
+from benchmarks.pipeline import assigned_at, first_assigned, states_resumed
 
 
 def _line(when: str, pid: int, stage: str, resumed: int = 0) -> bytes:
@@ -32,6 +32,7 @@ def test_a_kept_log_is_read_from_this_runs_offset(tmp_path: Path) -> None:
 def test_a_run_that_never_got_partitions_is_an_error(tmp_path: Path) -> None:
     log = tmp_path / "pipeline.log"
     log.write_bytes(b"[2026-11-27 06:10:02,125] [2] [WARNING] Missing sensor state\n")
+    assert first_assigned(log) is None  # what the bench polls for while the workers join
     with pytest.raises(RuntimeError, match="no partitions assigned"):
         assigned_at(log)
 
