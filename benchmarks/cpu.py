@@ -39,3 +39,9 @@ def per_point(start: dict[str, float], end: dict[str, float], points: int) -> di
     if points <= 0 or not start:
         return {}
     return {k: round(1e6 * (end.get(k, 0.0) - v) / points, 2) for k, v in start.items()}
+
+
+def cores_busy(split: dict[str, float], points_per_s: float) -> float:
+    """Cores kept busy on average by a run whose CPU a point by role is `split` (µs): where
+    2 workers on 2 cores fall short of 2, the gap is time a core waited, not work."""
+    return sum(split.values()) * points_per_s / 1e6

@@ -27,6 +27,8 @@ from typing import Any
 
 import orjson
 
+from benchmarks.cpu import cores_busy
+
 
 def run(cmd: list[str], log: list[str]) -> dict[str, Any]:
     """Run one benchmark module; its last stdout line is its JSON result."""
@@ -156,13 +158,16 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     def cpu_split(runs: list[dict[str, Any]]) -> str:
-        """Median CPU a point by role over the rounds (benchmarks.cpu)."""
-        got = [r["cpu_us_per_point"] for r in runs if r.get("cpu_us_per_point")]
-        if not got:
+        """Median CPU a point by role over the rounds, and the cores it kept busy
+        (benchmarks.cpu)."""
+        timed = [r for r in runs if r.get("cpu_us_per_point")]
+        if not timed:
             return ""
+        got = [r["cpu_us_per_point"] for r in timed]
         parts = ", ".join(f"{k} {median([g.get(k, 0.0) for g in got]):.1f}"
                           for k in ("python", "native", "broker"))  # fmt: skip
-        return f"; CPU us/point: {parts}"
+        cores = median([cores_busy(r["cpu_us_per_point"], rate(r)) for r in timed])
+        return f"; CPU us/point: {parts} ({cores:.2f} cores busy)"
 
     rows: list[tuple[str, ...]] = [("benchmark", "result (median)", "detail", "points check")]
     names = ("ceiling (raw path, 1 process)", "pipeline, 1 worker", "pipeline, 2 workers")
