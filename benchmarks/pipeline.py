@@ -252,10 +252,13 @@ def run_pipeline(
             cpu: list[tuple[int, dict[str, float]]] = []  # (rows, CPU by role): first, last
             q = f"SELECT count() FROM {db}.points"
 
+            def rows() -> int:
+                return int(store.query(q).rows[0][0])
+
             def count() -> int:
                 # the bare count is read from part metadata; the filtered one scans a column:
                 # polled every 0.25 s it would take the engine (and its lock) from the workers
-                n = int(store.query(q).rows[0][0])
+                n = rows()
                 if n < total:
                     return 0
                 cpu[1:] = [(n, cpu_by_role(pids, broker.proc.pid))]
@@ -269,7 +272,7 @@ def run_pipeline(
                 # log read every 20 ms; until the fourteenth round, from the first rows)
                 wait_for(lambda: first_assigned(log, log_from) or gone(), 120, "partitions",
                          every=0.02)  # fmt: skip
-                cpu.append((int(store.query(q).rows[0][0]), cpu_by_role(pids, broker.proc.pid)))
+                cpu.append((rows(), cpu_by_role(pids, broker.proc.pid)))
                 wait_for(lambda: count() >= total or gone(), 420, "all points written", every=0.25)
             wall = time.monotonic() - t_spawn
             time.sleep(1.0)  # anything written twice would show now
