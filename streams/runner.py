@@ -136,12 +136,12 @@ class StageRunner:
                 self._inflight = asyncio.ensure_future(self._write_and_ack(out))
                 self._inflight.add_done_callback(self._after_write)
 
-    def _after_write(self, _done: object = None) -> None:
+    def _after_write(self, done: asyncio.Future[None] | None = None) -> None:
         """A write started by the consume loop or the tick ended: if rows wait and the input
         has been quiet for `quiet_s`, write them now; if it went quiet only just, look again
         when `quiet_s` has passed. A stream still flowing is left to the loop and the tick."""
-        if self.stopping or not self.stage.buffered_rows:
-            return
+        if self.stopping or not self.stage.buffered_rows or (done and done.cancelled()):
+            return  # a cancelled write: the worker is going down, its stop writes the rest
         if self._inflight is not None and not self._inflight.done():
             return  # another write started meanwhile: its end looks again
         wait = self.last_add + self.quiet_s - time.monotonic()
