@@ -170,7 +170,7 @@ class SeriesModel:
         drift: list[tuple[int, DriftEvent]] = []
         shadow: list[float | None] | None = None if self.shadow_ is None else []
         while j < end:
-            j = self.run_compiled(ts, ys, j, end, score, band, raw, flags)
+            j = self.run_compiled(ts, ys, j, end, score, band, raw, flags, drift)
             if j >= end:
                 break
             v = self.update({"y": float(ys[j]), "t": float(ts[j])})
@@ -186,23 +186,29 @@ class SeriesModel:
     def run_compiled(
         self, ts: np.ndarray, ys: np.ndarray, j: int, end: int, score: np.ndarray,
         band: np.ndarray, raw: np.ndarray, flags: np.ndarray,
+        drift: list[tuple[int, DriftEvent]],
     ) -> int:  # fmt: skip
         """Score ys[j:end] compiled as far as it goes (`update_into`'s fast part): returns the
-        index of the first point the object must take, `end` when all are done. Only the robust
+        index of the first point the object must take, `end` when all are done; the drift
+        events settled on the way are appended to `drift` as (index, event). Only the robust
         detector without a shadow runs compiled; any other model returns j at once."""
         det = self.detector_
         if self.shadow_ is not None or type(det) is not RobustDetector:
             return j
         while True:
-            j, what = core.run(det.st_, det.season_, det.rec_, det.buf_, det.more_, self.m_,
-                               self.rec_, ts, ys, j, end, score, band, raw, flags)  # fmt: skip
+            j, what, kind = core.run(det.st_, det.season_, det.rec_, det.buf_, det.more_,
+                                     self.m_, self.rec_, ts, ys, j, end, score, band, raw,
+                                     flags)  # fmt: skip
+            if what == core.GROW:
+                det.grow()
+                continue
             if what == core.SEARCH:  # point j is scored and learned up to its period search
                 det.after_learn(rc.LEARN_SEARCH, float(ys[j]), float(ts[j]))
-                j += 1
-            elif what == core.GROW:
-                det.grow()
-            else:
+            elif what != core.EVENT:
                 return j
+            if kind:  # point j is done; the event is built (and re-baselines) after its search
+                drift.append((j, self._drift(core.KINDS[kind])))
+            j += 1
 
     def _drift(self, kind: str) -> DriftEvent:
         m, settle = self.m_, self.settle

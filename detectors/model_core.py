@@ -58,7 +58,7 @@ def point_flags(flagged: bool, fell_back: bool, why: int) -> int:
 
 
 # what `run` says
-DONE, POINT, GROW, SEARCH = 0, 1, 2, 3
+DONE, POINT, GROW, SEARCH, EVENT = 0, 1, 2, 3, 4
 
 
 @njit(cache=True)
@@ -176,32 +176,28 @@ def learn(
 
 
 @njit(cache=True)
-def event_due(m: np.ndarray, y: float) -> bool:
-    """Whether learning y could settle a drift event (checked before the point)."""
-    return y == y and (m[SETTLE] < 2 or (m[PENDING] > 0 and m[PENDING_N] + 1 >= m[SETTLE]))
-
-
-@njit(cache=True)
 def run(
     st: np.ndarray, season: np.ndarray, drec: np.ndarray, buf: np.ndarray, more: np.ndarray,
     m: np.ndarray, rec: np.ndarray, ts: np.ndarray, ys: np.ndarray, j: int, n: int,
     out_score: np.ndarray, out_band: np.ndarray, out_raw: np.ndarray, out_flags: np.ndarray,
-) -> tuple[int, int]:  # fmt: skip
+) -> tuple[int, int, int]:  # fmt: skip
     """Score then learn ys[j:n] with the robust detector and the model around it, as
     `SeriesModel.update` does point by point, writing the verdicts at the same indices (a
     message's series share the arrays, each its own range). Stops at a point the object must
-    take (POINT) or a full search buffer (GROW): (index, what); (n, DONE) when all are done.
-    A period search due at a point is the object's, but only that: the point is scored and
-    learned up to the search, and (index, SEARCH) asks for `RobustDetector.after_learn`."""
+    take (POINT) or a full search buffer (GROW): (index, what, 0); (n, DONE, 0) when all are
+    done. Two rare steps of a point are the object's, but only those: a period search due
+    (the point is scored and learned up to it: (index, SEARCH, kind) asks for
+    `RobustDetector.after_learn`) and a drift event settled (the point is done: (index,
+    EVENT, kind) asks for the event to be built); `kind` is the drift's, 0 when none."""
     thr = m[THRESH]
     while j < n:
         y, t = ys[j], ts[j]
         need = rc.needs_python(st, buf, y, t)
         if need == rc.PY_GROW:
-            return j, GROW
+            return j, GROW, 0
         search = need == rc.PY_POINT and st[rc.NBUF] >= 0  # not a re-fit: no buffer then
-        if (need == rc.PY_POINT and not search) or event_due(m, y):
-            return j, POINT
+        if need == rc.PY_POINT and not search:
+            return j, POINT, 0
         ev = rc.evidence_of(st, season, y, t)  # scored, then learned from: computed once
         score = rc.score_of(st, y, ev)
         expected, lower, upper = rc.band(st, season)
@@ -215,12 +211,14 @@ def run(
         if y == y and not math.isinf(y):
             status = rc.learn_point(st, season, drec, buf, more, y, t, False, ev)
         # the model's learning does not read the detector's: its order against the search's
-        # does not matter, and with no event due (checked above) it settles none
-        learn(m, rec, y, expected, upper, fell_back, raw < 0.6)
+        # does not matter; an event it settles is built after the search, as `update` does
+        kind = learn(m, rec, y, expected, upper, fell_back, raw < 0.6)
         out_score[j], out_raw[j] = score, raw
         out_band[j, 0], out_band[j, 1], out_band[j, 2] = expected, lower, upper
         out_flags[j] = point_flags(score >= thr, fell_back, why)
         if status == rc.LEARN_SEARCH:
-            return j, SEARCH
+            return j, SEARCH, kind
+        if kind:
+            return j, EVENT, kind
         j += 1
-    return n, DONE
+    return n, DONE, 0

@@ -31,6 +31,7 @@ from detectors.episodes import (
     severity,
 )
 from detectors.forecast import LagForecaster
+from detectors.model import DriftEvent
 from detectors.model_core import FALLBACK, WHY_FALLBACK, WHY_SHIFT
 from detectors.robust_core import EVIDENCE
 from stormwatch.store import row_count
@@ -377,10 +378,12 @@ class DetectStage:
             model, m = st.detector, st.meta
             weak_rate = weak_rate or m.name == "error_rate"
             dirty.add(st.sid)
-            a2 = model.run_compiled(tsa, ys, a, b, score, band, raw, flags)
-            if a2 == b:
-                continue  # all compiled: nothing rare was due
-            drift, shadow = model.update_into(tsa, ys, a2, b, score, band, raw, flags)
+            drift: list[tuple[int, DriftEvent]] = []
+            a2 = model.run_compiled(tsa, ys, a, b, score, band, raw, flags, drift)
+            shadow = None
+            if a2 < b:  # the object takes the rest (a point only it can: rare)
+                more, shadow = model.update_into(tsa, ys, a2, b, score, band, raw, flags)
+                drift += more
             for j, d in drift:
                 self._drift.append([
                     int(ts_ms[j]), st.sid, m.kind, m.name, m.service, st.labels, model.name,

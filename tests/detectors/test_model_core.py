@@ -49,22 +49,50 @@ def _verdicts(model: SeriesModel, t: list[float], y: list[float], sizes: list[in
     return out
 
 
+def _point_by_point(case) -> list:  # type: ignore[no-untyped-def]
+    one, ref = SeriesModel(lambda: make_detector("robust")), []
+    for t, y in zip(case.t, case.y, strict=True):
+        v = one.update({"y": y, "t": t})
+        flags = (core.FLAGGED if v.is_anomaly else 0) | (core.FALLBACK if v.fallback else 0)
+        flags |= v.why << core.WHY_SHIFT  # the same reason either way
+        ref.append((v.score, *v.band, flags, v.drift.explanation if v.drift else None))
+    return ref
+
+
+def _assert_batches_match(case, rng: random.Random) -> None:  # type: ignore[no-untyped-def]
+    ref = _point_by_point(case)
+    sizes = [rng.choice((1, 2, 7, 50, 300)) for _ in range(len(case.y))]
+    got = _verdicts(SeriesModel(lambda: make_detector("robust")), case.t, case.y, sizes)
+    assert len(got) == len(ref)
+    for a, b in zip(got, ref, strict=True):
+        assert a[4:] == b[4:], case.name
+        assert all(x == pytest.approx(z, rel=1e-12) or (math.isnan(x) and math.isnan(z))
+                   for x, z in zip(a[:4], b[:4], strict=True)), case.name  # fmt: skip
+
+
 def test_batches_of_any_size_score_as_point_by_point() -> None:
     cases = [c for c in make_suite(0, 1) if c.name.startswith(("level_shift", "spike", "gap"))]
     rng = random.Random(0)
     for case in cases[:12]:
-        one = SeriesModel(lambda: make_detector("robust"))
-        many = SeriesModel(lambda: make_detector("robust"))
-        ref = []
-        for t, y in zip(case.t, case.y, strict=True):
-            v = one.update({"y": y, "t": t})
-            flags = (core.FLAGGED if v.is_anomaly else 0) | (core.FALLBACK if v.fallback else 0)
-            flags |= v.why << core.WHY_SHIFT  # the same reason either way
-            ref.append((v.score, *v.band, flags, v.drift.explanation if v.drift else None))
-        sizes = [rng.choice((1, 2, 7, 50, 300)) for _ in range(len(case.y))]
-        got = _verdicts(many, case.t, case.y, sizes)
-        assert len(got) == len(ref)
-        for a, b in zip(got, ref, strict=True):
-            assert a[4:] == b[4:], case.name
-            assert all(x == pytest.approx(z, rel=1e-12) or (math.isnan(x) and math.isnan(z))
-                       for x, z in zip(a[:4], b[:4], strict=True)), case.name  # fmt: skip
+        _assert_batches_match(case, rng)
+
+
+def test_a_drift_settled_at_a_period_search_scores_as_point_by_point(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The kernel hands its caller a drift event to build and a period search to run; where
+    both fall on one point (these suite cases have one each) the batch still scores as
+    `SeriesModel.update` does, event included."""
+    names = ("spike/noise=0.1/period=96/seed=17", "dip/noise=0.02/period=96/seed=23",
+             "drift/noise=0.1/period=96/seed=88")  # fmt: skip
+    cases = [c for c in make_suite(0) if c.name in names]
+    both, run = [], core.run
+
+    def counting(*args):  # type: ignore[no-untyped-def]
+        j, what, kind = run(*args)
+        both.append(what == core.SEARCH and kind > 0)
+        return j, what, kind
+
+    monkeypatch.setattr(core, "run", counting)
+    rng = random.Random(1)
+    for case in cases:
+        _assert_batches_match(case, rng)
+    assert len(cases) == 3 and sum(both) >= 3  # the cases still reach what they test
