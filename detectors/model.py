@@ -164,9 +164,9 @@ class SeriesModel:
     ) -> tuple[list[tuple[int, DriftEvent]], list[float | None] | None]:  # fmt: skip
         """`update` over ys[j:end], verdicts written at the same indices of the output arrays
         (a message's series share them). With the robust detector and no shadow it runs
-        compiled; the object takes only the points where something rare is due (a period
-        search, a drift event). Returns the drift events (index, event) and, with a shadow
-        detector, its scores."""
+        compiled, handing Python only a period search or a drift event to build; the object
+        takes a whole point only for the six-cycle re-fit. Returns the drift events (index,
+        event) and, with a shadow detector, its scores."""
         drift: list[tuple[int, DriftEvent]] = []
         shadow: list[float | None] | None = None if self.shadow_ is None else []
         while j < end:
