@@ -31,7 +31,6 @@ from detectors.episodes import (
     severity,
 )
 from detectors.forecast import LagForecaster
-from detectors.model import DriftEvent
 from detectors.model_core import FALLBACK, WHY_FALLBACK, WHY_SHIFT
 from detectors.robust_core import EVIDENCE
 from stormwatch.store import row_count
@@ -378,12 +377,7 @@ class DetectStage:
             model, m = st.detector, st.meta
             weak_rate = weak_rate or m.name == "error_rate"
             dirty.add(st.sid)
-            drift: list[tuple[int, DriftEvent]] = []
-            a2 = model.run_compiled(tsa, ys, a, b, score, band, raw, flags, drift)
-            shadow = None
-            if a2 < b:  # the object takes the rest (a point only it can: rare)
-                more, shadow = model.update_into(tsa, ys, a2, b, score, band, raw, flags)
-                drift += more
+            drift, shadow = model.update_into(tsa, ys, a, b, score, band, raw, flags)
             for j, d in drift:
                 self._drift.append([
                     int(ts_ms[j]), st.sid, m.kind, m.name, m.service, st.labels, model.name,
@@ -392,7 +386,7 @@ class DetectStage:
                 ])  # fmt: skip
             if shadow is not None and model.shadow_ is not None:
                 sh = model.shadow_
-                self._shadow.extend([st.sid, int(ts_ms[a2 + i]), sh.name, sh.version, s]
+                self._shadow.extend([st.sid, int(ts_ms[a + i]), sh.name, sh.version, s]
                                     for i, s in enumerate(shadow) if s is not None)  # fmt: skip
         if weak_rate:
             # One failed request in twenty reads as a huge jump on a series that was all
