@@ -220,10 +220,10 @@ class RobustDetector:
         cycle = refine_period(buf, period)
         if cycle == period:
             return
-        size = int(round(cycle))
+        self.season_ = core.median_profile(buf, cycle)  # round(cycle) slots
+        size = len(self.season_)
         ratio = size / cycle
         st[core.PERIOD], st[core.RATIO], st[core.POS] = size, ratio, float(len(buf) * ratio % size)
-        self.season_ = core.median_profile(buf, cycle)
 
     def rebaseline(self, last: int | None = None) -> None:
         """Take the `last` recent points (default: all kept) as the new normal."""
