@@ -196,14 +196,14 @@ class SeriesModel:
         if self.shadow_ is not None or type(det) is not RobustDetector:
             return j
         while True:
-            j, what, kind = core.run(det.st_, det.season_, det.rec_, det.buf_, det.more_,
-                                     self.m_, self.rec_, ts, ys, j, end, score, band, raw,
-                                     flags)  # fmt: skip
+            j, what, kind, found = core.run(det.st_, det.season_, det.rec_, det.buf_,
+                                            det.more_, self.m_, self.rec_, ts, ys, j, end,
+                                            score, band, raw, flags)  # fmt: skip
             if what == core.GROW:
                 det.grow()
                 continue
             if what == core.SEARCH:  # point j is scored and learned up to its period search
-                det.after_learn(rc.LEARN_SEARCH, float(ys[j]), float(ts[j]))
+                det.after_learn(rc.LEARN_SEARCH, float(ys[j]), float(ts[j]), found)
             elif what != core.EVENT:
                 return j
             if kind:  # point j is done; the event is built (and re-baselines) after its search

@@ -180,24 +180,29 @@ def run(
     st: np.ndarray, season: np.ndarray, drec: np.ndarray, buf: np.ndarray, more: np.ndarray,
     m: np.ndarray, rec: np.ndarray, ts: np.ndarray, ys: np.ndarray, j: int, n: int,
     out_score: np.ndarray, out_band: np.ndarray, out_raw: np.ndarray, out_flags: np.ndarray,
-) -> tuple[int, int, int]:  # fmt: skip
+) -> tuple[int, int, int, int]:  # fmt: skip
     """Score then learn ys[j:n] with the robust detector and the model around it, as
     `SeriesModel.update` does point by point, writing the verdicts at the same indices (a
     message's series share the arrays, each its own range). Stops at a point the object must
-    take (POINT) or a full search buffer (GROW): (index, what, 0); (n, DONE, 0) when all are
-    done. Two rare steps of a point are the object's, but only those: a period search due
-    (the point is scored and learned up to it: (index, SEARCH, kind) asks for
-    `RobustDetector.after_learn`) and a drift event settled (the point is done: (index,
-    EVENT, kind) asks for the event to be built); `kind` is the drift's, 0 when none."""
+    take (POINT) or a full search buffer (GROW): (index, what, 0, -1); (n, DONE, 0, -1) when
+    all are done. Two rare steps of a point are the object's, but only those:
+    - a period search that finds a cycle, or needs numpy's FFTs: the point is scored and
+      learned up to it, and (index, SEARCH, kind, found) asks for
+      `RobustDetector.after_learn`, `found` being the cycle the search here found (-1: the
+      search is the object's). A search that finds nothing (a young series' first few) is
+      done here, and so is the rest of its point.
+    - a drift event settled: the point is done, and (index, EVENT, kind, -1) asks for the
+      event to be built.
+    `kind` is the drift's, 0 when none."""
     thr = m[THRESH]
     while j < n:
         y, t = ys[j], ts[j]
         need = rc.needs_python(st, buf, y, t)
         if need == rc.PY_GROW:
-            return j, GROW, 0
+            return j, GROW, 0, -1
         search = need == rc.PY_POINT and st[rc.NBUF] >= 0  # not a re-fit: no buffer then
         if need == rc.PY_POINT and not search:
-            return j, POINT, 0
+            return j, POINT, 0, -1
         ev = rc.evidence_of(st, season, y, t)  # scored, then learned from: computed once
         score = rc.score_of(st, y, ev)
         expected, lower, upper = rc.band(st, season)
@@ -217,8 +222,12 @@ def run(
         out_band[j, 0], out_band[j, 1], out_band[j, 2] = expected, lower, upper
         out_flags[j] = point_flags(score >= thr, fell_back, why)
         if status == rc.LEARN_SEARCH:
-            return j, SEARCH, kind
+            found = rc.search_buffer(st, buf)
+            if found != 0 or not rc.still_buffering(st, more):
+                return j, SEARCH, kind, found
+            # no cycle yet: what `after_learn` does then, the point learned after its search
+            rc.learn_point(st, season, drec, buf, more, y, t, True, ev)
         if kind:
-            return j, EVENT, kind
+            return j, EVENT, kind, -1
         j += 1
-    return n, DONE, 0
+    return n, DONE, 0, -1

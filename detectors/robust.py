@@ -28,10 +28,7 @@ from detectors.base import Band
 from detectors.calibrate import score_to_z
 from detectors.robust_core import REFINE_CYCLES
 
-# Up to this many points a search computes the autocorrelation lag by lag as it reads it
-# (~4-19 us at 48-192 points, against ~19-26 us for numpy's FFTs); past it, by FFT
-# (at 288 points 64 us against 76, at 768 42 against 211 when there is no cycle).
-DIRECT_ACF_MAX = 256
+DIRECT_ACF_MAX = core.DIRECT_ACF_MAX  # lag by lag up to it, by FFT past it
 
 
 def find_period(values: array, max_period: int, step: float = math.inf) -> int:
@@ -44,6 +41,8 @@ def find_period(values: array, max_period: int, step: float = math.inf) -> int:
     wins. Its length is then the whole number of points near it whose multiples line up
     best: an error of one point slides the profile a slot every cycle."""
     n = len(values)
+    if n <= DIRECT_ACF_MAX:  # each lag when read: the lags a search reads cost less than FFTs
+        return core.period_direct(np.array(values, dtype=np.float64), max_period, step)
     hi = min(max_period, n // 3)
     if hi < 4:
         return 0
@@ -51,11 +50,8 @@ def find_period(values: array, max_period: int, step: float = math.inf) -> int:
     var = float(x @ x) / n
     if var <= 0:
         return 0
-    if n <= DIRECT_ACF_MAX:  # each lag when read: the lags a search reads cost less than FFTs
-        acf = np.full(n, np.nan)
-    else:  # every lag at once
-        f = np.fft.rfft(x, 2 * n)
-        acf = np.fft.irfft(f * np.conj(f))[:n] / (var * (n - np.arange(n)))  # unbiased
+    f = np.fft.rfft(x, 2 * n)  # every lag at once
+    acf = np.fft.irfft(f * np.conj(f))[:n] / (var * (n - np.arange(n)))  # unbiased
     return core.choose_period(x, acf, var, hi, max_period, step)
 
 
@@ -148,13 +144,13 @@ class RobustDetector:
             self.grow()
         self.after_learn(self._learn_point(y, t, False), y, t)
 
-    def after_learn(self, status: int, y: float, t: float) -> None:
+    def after_learn(self, status: int, y: float, t: float, found: int = -1) -> None:
         """The rare steps learning y at t asked for (`robust_core.learn_point`'s status): the
         period search, then the point learned with what it found; the re-fit. The compiled
-        batch path calls this too."""
+        batch path calls this too, with the cycle its search `found` (-1: not searched)."""
         st = self.st_
         if status == core.LEARN_SEARCH:
-            self._try_period()
+            self._try_period(found)
             if st[core.NBUF] >= 3 * self.max_period:
                 self._stop_buffering()  # no cycle found: stop looking
             if self.period_:
@@ -186,11 +182,13 @@ class RobustDetector:
         """A buffer's values, as doubles."""
         return offsets.astype(np.float64) + self.st_[core.BUF0]
 
-    def _try_period(self) -> None:
+    def _try_period(self, found: int = -1) -> None:
         st = self.st_
         buf = self._buffered(self.buf_[: int(st[core.NBUF])])
+        if found < 0:
+            found = self.period or find_period(buf, self.max_period, st[core.STEP])
         # sampling intervals divide real cycles (a day is 288 five-minute points): snap to one
-        cycle = float(self.period or find_period(buf, self.max_period, st[core.STEP]))
+        cycle = float(found)
         if not cycle:
             return
         last_t, step = st[core.LAST_T], st[core.STEP]
