@@ -223,9 +223,10 @@ def run(
         out_flags[j] = point_flags(score >= thr, fell_back, why)
         if status == rc.LEARN_SEARCH:
             found = rc.search_buffer(st, buf)
-            if found != 0 or not rc.still_buffering(st, more):
+            if found != 0 or st[rc.NBUF] >= 3 * st[rc.MAXP]:  # a cycle, or the last search
                 return j, SEARCH, kind, found
-            # no cycle yet: what `after_learn` does then, the point learned after its search
+            # no cycle yet, and buffering goes on (no period, no re-fit buffer meanwhile): what
+            # `after_learn` does then, the point learned after its search
             rc.learn_point(st, season, drec, buf, more, y, t, True, ev)
         if kind:
             return j, EVENT, kind, -1

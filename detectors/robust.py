@@ -28,8 +28,6 @@ from detectors.base import Band
 from detectors.calibrate import score_to_z
 from detectors.robust_core import REFINE_CYCLES
 
-DIRECT_ACF_MAX = core.DIRECT_ACF_MAX  # lag by lag up to it, by FFT past it
-
 
 def find_period(values: array, max_period: int, step: float = math.inf) -> int:
     """The dominant cycle length in whole points (0 if none is clear).
@@ -40,15 +38,12 @@ def find_period(values: array, max_period: int, step: float = math.inf) -> int:
     multiple the buffer holds (a burst or a trend is not a cycle); the shortest strong one
     wins. Its length is then the whole number of points near it whose multiples line up
     best: an error of one point slides the profile a slot every cycle."""
-    n = len(values)
-    if n <= DIRECT_ACF_MAX:  # each lag when read: the lags a search reads cost less than FFTs
-        return core.period_direct(np.array(values, dtype=np.float64), max_period, step)
-    hi = min(max_period, n // 3)
-    if hi < 4:
-        return 0
-    x = _prepared(values)
-    var = float(x @ x) / n
-    if var <= 0:
+    x = np.array(values, dtype=np.float64)
+    n = len(x)
+    if n <= core.DIRECT_ACF_MAX:  # each lag when read: the lags a search reads cost less
+        return core.period_direct(x, max_period, step)
+    hi, var = core.search_ready(x, max_period)
+    if not hi:
         return 0
     f = np.fft.rfft(x, 2 * n)  # every lag at once
     acf = np.fft.irfft(f * np.conj(f))[:n] / (var * (n - np.arange(n)))  # unbiased
@@ -180,7 +175,7 @@ class RobustDetector:
 
     def _buffered(self, offsets: np.ndarray) -> np.ndarray:
         """A buffer's values, as doubles."""
-        return offsets.astype(np.float64) + self.st_[core.BUF0]
+        return core.buffered(offsets, self.st_[core.BUF0])
 
     def _try_period(self, found: int = -1) -> None:
         st = self.st_

@@ -842,19 +842,38 @@ DIRECT_ACF_MAX = 256
 
 
 @njit(cache=True)
+def search_ready(x: np.ndarray, max_period: int) -> tuple[int, float]:
+    """A search's first steps on the buffer x (prepared in place): the longest lag it tries
+    and the variance, or (0, 0.0) when there is nothing to look for. `find_period`'s FFT path
+    and `period_direct` share them; numba's `np.dot` is numpy's `x @ x` (the same BLAS call),
+    so either path sees the same variance to the bit."""
+    n = x.shape[0]
+    hi = min(max_period, n // 3)
+    if hi < 4:
+        return 0, 0.0
+    prepared(x)
+    var = np.dot(x, x) / n
+    return (hi, var) if var > 0 else (0, 0.0)
+
+
+@njit(cache=True)
 def period_direct(x: np.ndarray, max_period: int, step: float) -> int:
     """`find_period` over the buffer x (overwritten) of at most DIRECT_ACF_MAX points, each lag
     of the autocorrelation computed when read: one compiled call, so a search the stream's
     kernel runs needs no Python, and the object's costs one call rather than five."""
-    n = x.shape[0]
-    hi = min(max_period, n // 3)
-    if hi < 4:
+    hi, var = search_ready(x, max_period)
+    if not hi:
         return 0
-    x = prepared(x)
-    var = np.dot(x, x) / n  # numpy's `x @ x` (the same BLAS call): the same var to the bit
-    if var <= 0:
-        return 0
-    return choose_period(x, np.full(n, np.nan), var, hi, max_period, step)
+    return choose_period(x, np.full(x.shape[0], np.nan), var, hi, max_period, step)
+
+
+@njit(cache=True)
+def buffered(offsets: np.ndarray, base: float) -> np.ndarray:
+    """A search or re-fit buffer's values: its float32 offsets from `base`, as doubles."""
+    x = np.empty(offsets.shape[0])
+    for i in range(offsets.shape[0]):
+        x[i] = offsets[i] + base
+    return x
 
 
 @njit(cache=True)
@@ -864,16 +883,4 @@ def search_buffer(st: np.ndarray, buf: np.ndarray) -> int:
     nb = int(st[NBUF])
     if st[PERIOD_PARAM] >= 0 or nb > DIRECT_ACF_MAX:
         return -1
-    x = np.empty(nb)
-    b0 = st[BUF0]
-    for i in range(nb):
-        x[i] = buf[i] + b0  # as `RobustDetector._buffered`: the float32 offset as a double
-    return period_direct(x, int(st[MAXP]), st[STEP])
-
-
-@njit(cache=True)
-def still_buffering(st: np.ndarray, more: np.ndarray) -> bool:
-    """After a search that found no cycle: nothing else for the object to do (buffering goes
-    on, no re-fit buffer to drop), so the point is learned as after any search."""
-    return (st[PERIOD] == 0 and st[NBUF] < 3 * st[MAXP] and st[NMORE] < 0
-            and more.shape[0] == 0)  # fmt: skip
+    return period_direct(buffered(buf[:nb], st[BUF0]), int(st[MAXP]), st[STEP])
