@@ -22,7 +22,7 @@ import numpy as np
 from detectors import DetectorsError
 from detectors import model_core as core
 from detectors import robust_core as rc
-from detectors.base import Band, Detector
+from detectors.base import Band, Detector, pack_arrays, unpack_arrays
 from detectors.robust import RobustDetector
 
 Label = Literal["anomaly", "not_anomaly", "expected", "new_normal"]
@@ -92,7 +92,11 @@ class SeriesModel:
         self.rec_ = np.zeros(window)
         self.errors_ = 0
 
+    def __getstate__(self) -> dict[str, object]:
+        return pack_arrays(self.__dict__)
+
     def __setstate__(self, state: dict[str, object]) -> None:
+        state = unpack_arrays(state)
         if "m_" not in state:
             raise DetectorsError("a SeriesModel saved by an older release (no state vector)")
         self.__dict__.update(state)

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from detectors import robust_core as core
-from detectors.base import Band
+from detectors.base import Band, pack_arrays, unpack_arrays
 from detectors.calibrate import score_to_z
 from detectors.robust_core import REFINE_CYCLES
 
@@ -109,7 +109,11 @@ class RobustDetector:
         st[core.NMORE] = -1  # after a cycle is found: more of them, to refine it
         self.more_ = np.zeros(0, np.float32)
 
+    def __getstate__(self) -> dict[str, object]:
+        return pack_arrays(self.__dict__)
+
     def __setstate__(self, state: dict[str, object]) -> None:
+        state = unpack_arrays(state)
         if "st_" not in state:
             raise ValueError("a RobustDetector saved by an older release (no state vector)")
         self.__dict__.update(state)
