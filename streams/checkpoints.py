@@ -4,11 +4,35 @@ of what is stored."""
 
 from __future__ import annotations
 
+import base64
+import pickle
+import zlib
 from datetime import datetime
+from typing import Any
+
+import lz4.block
 
 from stormwatch.store import Store
 
 CHECKPOINT_COLUMNS = ["ts", "topic", "partition", "series_id", "state"]
+LZ4 = "lz4:"  # a state's format tag; untagged states are zlib (releases before it)
+
+
+def encode_state(blob: Any) -> str:
+    """A series' or service's state as checkpoint text: pickled, LZ4-compressed, base64 (the
+    store's `state` column is a String, and the store server speaks JSON). LZ4 because a
+    checkpoint encodes every state scored since the last one while the stage waits: zlib took
+    ~95 us of a series' ~140 (ratio 0.82), LZ4 takes ~6 (ratio 0.88)."""
+    return LZ4 + base64.b64encode(lz4.block.compress(pickle.dumps(blob, 5))).decode()
+
+
+def decode_state(text: str) -> Any:
+    """`encode_state` undone; zlib states written by earlier releases decode too."""
+    if text.startswith(LZ4):
+        raw = lz4.block.decompress(base64.b64decode(text[len(LZ4) :]))
+    else:
+        raw = zlib.decompress(base64.b64decode(text))
+    return pickle.loads(raw)  # noqa: S301 - our own store's states
 
 
 def load_checkpoints(

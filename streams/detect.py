@@ -9,12 +9,9 @@ and rows are keyed so a replay replaces instead of duplicating.
 
 from __future__ import annotations
 
-import base64
 import logging
 import math
-import pickle
 import time
-import zlib
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -34,6 +31,7 @@ from detectors.forecast import LagForecaster
 from detectors.model_core import FALLBACK, WHY_FALLBACK, WHY_SHIFT
 from detectors.robust_core import EVIDENCE
 from stormwatch.store import row_count
+from streams.checkpoints import decode_state, encode_state
 from streams.columns import PointRows, by_series
 from streams.series import AGG_LAST, AGG_RATE, Obs, Series
 from streams.tokens import TokenLedger
@@ -303,7 +301,7 @@ class DetectStage:
                 continue
             blob = (st.meta, st.detector, st.episodes, st.agg, st.last_closed, st.last_ts,
                     st.forecaster, st.breach_ms)  # fmt: skip
-            out[sid] = base64.b64encode(zlib.compress(pickle.dumps(blob, 5))).decode()
+            out[sid] = encode_state(blob)
         self._dirty.clear()
         return out
 
@@ -314,7 +312,7 @@ class DetectStage:
         restored = 0
         for sid, text in states.items():
             try:
-                blob = pickle.loads(zlib.decompress(base64.b64decode(text)))  # noqa: S301 - ours
+                blob = decode_state(text)
             except Exception as e:  # noqa: BLE001 - one unreadable state must not stop a worker
                 self.counters.unrestored += 1
                 log.warning("series %d starts afresh: its checkpoint is unreadable (%s)", sid, e)

@@ -14,13 +14,10 @@ bucket its records fell into is closed and its rows are in `drain()`'s output.
 
 from __future__ import annotations
 
-import base64
 import copy
 import hashlib
 import math
-import pickle
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +29,7 @@ import orjson
 
 from detectors.episodes import Episode, EpisodeChanges, EpisodeTracker, episode_id, severity
 from detectors.multivariate import ServiceModel
+from streams.checkpoints import decode_state, encode_state
 from streams.columns import POINT_COLUMNS, PointRows
 from streams.detect import Output
 from streams.series import Series, make_series, series_id
@@ -363,14 +361,14 @@ class ServiceStage:
                 continue
             blob = (st.service, st.signals, st.last, _compact(st.model), st.episodes, st.peak,
                     st.emitted, st.last_closed)  # fmt: skip
-            out[st.sid] = base64.b64encode(zlib.compress(pickle.dumps(blob, 5))).decode()
+            out[st.sid] = encode_state(blob)
         self._dirty.clear()
         return out
 
     def restore(self, states: dict[int, str]) -> int:
         """Resume services from checkpoints (written by this pipeline to its own store)."""
         for text in states.values():
-            blob = pickle.loads(zlib.decompress(base64.b64decode(text)))  # noqa: S301 - our own
+            blob = decode_state(text)
             svc, signals, last, model, episodes, peak, emitted, last_closed = blob
             st = self._new_state(svc)
             st.signals, st.last, st.model, st.episodes = signals, last, _expand(model), episodes

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from detectors.registry import model_factory
-from streams.checkpoints import CHECKPOINT_COLUMNS, load_checkpoints
+from streams.checkpoints import CHECKPOINT_COLUMNS, LZ4, load_checkpoints
 from streams.detect import DetectStage
 from streams.series import AGG_LAST, Obs, make_series, series_id
 from streams.wire import partition_of
@@ -57,3 +59,40 @@ def test_restore_resumes_and_rollback_returns_to_an_older_checkpoint(
     assert load_checkpoints(chdb_store, db, topic, {part}, after=after) == {}
     after = datetime.fromtimestamp((t_normal + 10_000) / 1000, UTC)
     assert load_checkpoints(chdb_store, db, topic, {part}, after=after) == {SID: state_shifted}
+
+
+def _shop_cpu(i: int) -> float:
+    """The series the checkpoint in data/ was taken on: a 24-point cycle, a little noise."""
+    return 50 + 5 * math.sin(2 * math.pi * i / 24) + (i * 7919 % 13) / 13
+
+
+def _feed_shop(stage: DetectStage, points: range) -> list[float]:
+    shop = make_series("metric", "cpu", "shop", host="a")
+    sid = series_id(shop)
+    for i in points:
+        stage.add(
+            [Obs(sid, 1_700_000_000_000 + i * 10_000, _shop_cpu(i), AGG_LAST)], {sid: shop}, i
+        )
+    return stage.drain().points[4]
+
+
+def test_a_checkpoint_of_the_previous_format_resumes_where_it_left_off() -> None:
+    """An upgrade keeps the detectors: a state written before LZ4 and packed arrays (by
+    `DetectStage.snapshot` at e1b8da8, after 400 points of `_shop_cpu`) restores and scores
+    the next points exactly as a detector that never stopped."""
+    old = (Path(__file__).parent / "data" / "checkpoint_zlib_e1b8da8.txt").read_text().strip()
+    assert not old.startswith(LZ4)
+    sid = series_id(make_series("metric", "cpu", "shop", host="a"))
+    resumed = DetectStage(model_factory())
+    assert resumed.restore({sid: old}) == 1
+    assert resumed.counters.unrestored == 0
+    live = DetectStage(model_factory())
+    _feed_shop(live, range(400))
+    nxt = range(400, 460)
+    assert _feed_shop(resumed, nxt) == _feed_shop(live, nxt)
+    # and what it checkpoints next is this release's format, which restores the same way
+    (state,) = resumed.snapshot().values()
+    assert state.startswith(LZ4)
+    again = DetectStage(model_factory())
+    assert again.restore({sid: state}) == 1
+    assert _feed_shop(again, range(460, 500)) == _feed_shop(live, range(460, 500))
