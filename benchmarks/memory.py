@@ -4,6 +4,10 @@ Drives `streams.detect.DetectStage` with the default model factory (what `stormw
 builds) over `--series` metric series, `--points` points each, in messages of 1,000
 observations, and reads VmRSS from /proc/self/status before and after (after a full
 collection, with the drained rows dropped), so the difference is the state the series keep.
+Then it times a checkpoint of every live series (`DetectStage.snapshot`, which the worker runs
+in its event loop, so its length is the pipeline's pause) and a restore of them into a new
+stage, against the format before the seventeenth round (numpy arrays pickled as objects,
+zlib) timed on the same states in the same run.
 
     python -m benchmarks.memory --series 100000 --points 12
 """
@@ -11,9 +15,15 @@ collection, with the drained rows dropped), so the difference is the state the s
 from __future__ import annotations
 
 import argparse
+import base64
+import copyreg
 import gc
+import io
+import pickle
 import sys
 import time
+import zlib
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -73,6 +83,7 @@ def run_memory(series: int, points: int, message: int = 1000) -> dict[str, Any]:
     gc.collect()
     after = rss_kb()
     live = len(stage.series)
+    costs = checkpoint_costs(stage, lambda: DetectStage(stage.make_detector))
     return {
         "bench": "memory",
         "series": live,
@@ -82,7 +93,58 @@ def run_memory(series: int, points: int, message: int = 1000) -> dict[str, Any]:
         "bytes_per_series": round((after - before) * 1024 / live),
         "us_per_point": round(secs / (series * points) * 1e6, 2),
         "idle_tick_ms": round(sorted(ticks)[len(ticks) // 2] * 1000, 3),
+        **costs,
     }
+
+
+class _LegacyPickler(pickle.Pickler):
+    """Pickles the default model as releases before the seventeenth round did: its arrays as
+    numpy objects (the default reduce, without `pack_arrays`)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        from detectors.model import SeriesModel
+        from detectors.robust import RobustDetector
+
+        if type(obj) in (SeriesModel, RobustDetector):
+            return copyreg.__newobj__, (type(obj),), dict(obj.__dict__)
+        return NotImplemented
+
+
+def _legacy_encode(blob: Any) -> str:
+    f = io.BytesIO()
+    _LegacyPickler(f, 5).dump(blob)
+    return base64.b64encode(zlib.compress(f.getvalue())).decode()
+
+
+def checkpoint_costs(stage: Any, fresh: Callable[[], Any]) -> dict[str, Any]:
+    """A checkpoint of every series of `stage` and their restore into `fresh()`, in this
+    release's format and then the earlier one (`snapshot` with the earlier encoder; `restore`
+    reads both): seconds, us a series, characters a state."""
+    import streams.detect as detect
+
+    out: dict[str, Any] = {}
+    for prefix, encode in (("", detect.encode_state), ("legacy_", _legacy_encode)):
+        stage._dirty.update(stage.series)  # every series scored since the last checkpoint
+        saved, detect.encode_state = detect.encode_state, encode
+        try:
+            t0 = time.perf_counter()
+            states = stage.snapshot()
+            snap = time.perf_counter() - t0
+        finally:
+            detect.encode_state = saved
+        t0 = time.perf_counter()
+        restored = fresh().restore(states)
+        rest = time.perf_counter() - t0
+        n = len(states)
+        if restored != n:
+            raise RuntimeError(f"restored {restored} of {n} checkpointed series")
+        out |= {
+            f"{prefix}checkpoint_s": round(snap, 3),
+            f"{prefix}checkpoint_us": round(snap / n * 1e6, 1),
+            f"{prefix}restore_us": round(rest / n * 1e6, 1),
+            f"{prefix}state_chars": round(sum(map(len, states.values())) / n),
+        }
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -243,6 +243,21 @@ def main(argv: list[str] | None = None) -> int:
                 "-",
             )
         )
+        new, old = m.get("checkpoint_s"), m.get("legacy_checkpoint_s")
+        faster = f"{old / new:.1f}x" if new and old else "n/a"
+        rows.append(
+            (
+                "",
+                "checkpoint of every series",
+                f"{fmt(new)} s in the event loop, {faster} faster than the earlier format in "
+                f"the same run ({fmt(old)} s; zlib, arrays pickled as objects); "
+                f"{fmt(m.get('checkpoint_us'))} against {fmt(m.get('legacy_checkpoint_us'))} us "
+                f"a series, restore {fmt(m.get('restore_us'))} against "
+                f"{fmt(m.get('legacy_restore_us'))}, {fmt(m.get('state_chars'))} against "
+                f"{fmt(m.get('legacy_state_chars'))} chars a state",
+                "-",
+            )
+        )
     print()
     print(table(rows))
     print(f"\nall runs took {time.monotonic() - t0:.0f} s; commands (from the repository root):")
