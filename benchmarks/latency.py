@@ -4,7 +4,9 @@ its anomaly episode written, against its own broker and `stormwatch up` (1 worke
 Every point's event time is the wall time it was handed to the SDK. "Queryable" is the
 row's `written_at` (ClickHouse sets it when the insert lands) minus that time. Spikes are
 injected into warmed-up series; "episode written" is when the episode reaches the anomalies
-topic, which the pipeline publishes right after the episode's insert returns.
+topic, which the pipeline publishes right after the episode's insert returns. The pipeline
+checkpoints every `--checkpoint-s` (10 s; the product's default is 30, longer than a run), so
+the figures include the pauses checkpoints make.
 
     python -m benchmarks.latency --rate 3000 --seconds 20
 """
@@ -70,7 +72,11 @@ def quantile(xs: list[float], q: float) -> float:
 
 
 def run_latency(
-    rate: float, seconds: float, series: int = 2000, log: Path | None = None
+    rate: float,
+    seconds: float,
+    series: int = 2000,
+    log: Path | None = None,
+    checkpoint_s: float = 10.0,
 ) -> dict[str, Any]:
     from ingest.producer import TelemetryProducer
     from ingest.topics import ensure_topics
@@ -83,7 +89,9 @@ def run_latency(
         tempfile.TemporaryDirectory(prefix="sw-latency-") as tmp,
         LocalBroker(free_port()) as broker,
     ):
-        settings = bench_settings(Path(tmp), broker.bootstrap, app_id="bench-latency")
+        settings = bench_settings(
+            Path(tmp), broker.bootstrap, app_id="bench-latency", checkpoint_s=checkpoint_s
+        )
         t = settings.topics
         ensure_topics(broker.bootstrap, topic_partitions(settings))
         prods = [
@@ -145,6 +153,15 @@ def run_latency(
                     0
                 ]
             )
+            # the checkpoints taken while points were produced in real time
+            checkpoints = int(
+                store.query(
+                    f"SELECT uniqExact(ts) FROM {db}.checkpoints WHERE topic = {{t:String}} AND "
+                    f"ts BETWEEN fromUnixTimestamp64Milli({int(t_start * 1000)}) AND "
+                    f"fromUnixTimestamp64Milli({int((t_start + sent_s) * 1000)})",
+                    {"t": t.points},
+                ).rows[0][0]
+            )
             store.close()
         watch.close()
         for p in prods:
@@ -160,6 +177,8 @@ def run_latency(
         "rows_final": rows,
         "expected": total,
         "ok": rows == total,
+        "checkpoint_s": checkpoint_s,
+        "checkpoints": checkpoints,
         "queryable_p50_ms": round(quantile(point_ms, 0.5)) if point_ms else None,
         "queryable_p99_ms": round(quantile(point_ms, 0.99)) if point_ms else None,
         "spikes": len(spikes),
@@ -175,8 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--series", type=int, default=2000)
     p.add_argument("--log", type=Path, help="keep the pipeline's log here")
+    p.add_argument("--checkpoint-s", type=float, default=10.0, help="the pipeline's checkpoints")
     a = p.parse_args(argv)
-    out = run_latency(a.rate, a.seconds, a.series, a.log)
+    out = run_latency(a.rate, a.seconds, a.series, a.log, a.checkpoint_s)
     print(orjson.dumps(out).decode())
     return 0 if out["ok"] else 1
 

@@ -55,6 +55,7 @@ def settings_env(s: StormwatchSettings) -> dict[str, str]:
             "STORMWATCH_GATEWAY_PORT": "0",
             "STORMWATCH_ACTIONS_ADDR": "127.0.0.1:0",  # a free port: 8787 may be taken here
             "STORMWATCH_TOPIC_PARTITIONS": str(s.topics.partitions),
+            "STORMWATCH_CHECKPOINT_S": str(s.checkpoint_s),
             "STORMWATCH_LOG_LEVEL": "INFO",  # partition assignments, for `assigned_at`
         }
     )
