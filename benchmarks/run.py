@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             "produce -> episode written",
             f"p50 {fmt(lat.get('episode_p50_ms'))} ms, p99 {fmt(lat.get('episode_p99_ms'))} "
             f"ms ({fmt(lat.get('episodes_seen'))} of {fmt(lat.get('spikes'))} spikes; "
-            f"{fmt(lat.get('checkpoints'))} checkpoints, every {fmt(lat.get('checkpoint_s'))} s)",
+            f"checkpoints taken while producing: {fmt(lat.get('checkpoints'))}, one every "
+            f"{lat.get('checkpoint_s', 0):g} s)",
             "",
         )
     )
