@@ -20,7 +20,7 @@ def test_memory_bench_times_a_checkpoint_of_every_series_in_both_formats() -> No
         assert r[f"{prefix}state_chars"] > 100
 
 
-def test_the_legacy_format_is_the_earlier_release_s() -> None:
+def test_the_legacy_encoder_writes_what_earlier_releases_wrote() -> None:
     """zlib text, untagged, with the model's arrays pickled as numpy objects."""
     from detectors.registry import model_factory
 
