@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import math
 import time
 from collections import deque
@@ -34,6 +35,8 @@ from streams.columns import POINT_COLUMNS, PointRows
 from streams.detect import Output
 from streams.series import Series, make_series, series_id
 from streams.tokens import TokenLedger
+
+log = logging.getLogger(__name__)
 
 MAX_LABEL = 48  # a label value longer than this is cut in a signal key (statements)
 MIN_Z = 3.0  # a contributor is at least this unusual on its own (robust z against its window)
@@ -243,6 +246,7 @@ class ServiceCounters:
     signals_ignored: int = 0  # records of signals beyond max_signals
     rebuilds: int = 0  # models rebuilt because a new signal joined
     episodes_opened: int = 0
+    unrestored: int = 0  # checkpoints skipped as unreadable
 
 
 class ServiceStage:
@@ -366,15 +370,26 @@ class ServiceStage:
         return out
 
     def restore(self, states: dict[int, str]) -> int:
-        """Resume services from checkpoints (written by this pipeline to its own store)."""
-        for text in states.values():
-            blob = decode_state(text)
-            svc, signals, last, model, episodes, peak, emitted, last_closed = blob
+        """Resume services from checkpoints (written by this pipeline to its own store). A
+        checkpoint this release cannot read is skipped, as `DetectStage.restore` does: that
+        service starts afresh, and one bad state does not stop the worker taking its
+        partitions."""
+        restored = 0
+        for sid, text in states.items():
+            try:
+                blob = decode_state(text)
+                svc, signals, last, model, episodes, peak, emitted, last_closed = blob
+                model = _expand(model)
+            except Exception as e:  # noqa: BLE001 - one unreadable state must not stop a worker
+                self.counters.unrestored += 1
+                log.warning("service %d starts afresh: its checkpoint is unreadable (%s)", sid, e)
+                continue
             st = self._new_state(svc)
-            st.signals, st.last, st.model, st.episodes = signals, last, _expand(model), episodes
+            st.signals, st.last, st.model, st.episodes = signals, last, model, episodes
             st.peak, st.emitted, st.last_closed = peak, emitted, last_closed
             self.services[svc] = st
-        return len(states)
+            restored += 1
+        return restored
 
     # -- internals --------------------------------------------------------------------------
     def _new_state(self, service: str) -> _ServiceState:

@@ -321,3 +321,19 @@ def test_an_earlier_releases_rows_decode_to_the_same_batch() -> None:
     assert batch == {"a": ([LAT, ERR], [9_000, 9_000], [6.0, 0.5], [3, 1]),
                      "b": ([LAT], [1_000], [2.0], [1])}  # fmt: skip
     assert decode_service_points(encode_service_points(batch)) == batch
+
+
+def test_an_unreadable_service_checkpoint_starts_that_service_afresh_and_keeps_the_others() -> None:
+    rng = random.Random(3)
+    a = ServiceStage(ecod)
+    for i in range(40):
+        a.add(batch_of(bucket(rng, i * S)), i)
+    a.drain()
+    states = a.snapshot()
+    (checkout,) = states
+    states[checkout + 1] = "bm90IGEgY2hlY2twb2ludA=="  # e.g. written by another release
+    b = ServiceStage(ecod)
+    assert b.restore(states) == 1  # the worker takes its partitions all the same
+    assert b.counters.unrestored == 1
+    assert list(b.services) == ["checkout"]
+    assert b.services["checkout"].last == a.services["checkout"].last
