@@ -9,6 +9,7 @@ in `<data_dir>/engine.json` (mode 0600).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import threading
@@ -24,6 +25,8 @@ import orjson
 
 from stormwatch import StormwatchError
 from stormwatch.settings import StormwatchSettings
+
+log = logging.getLogger(__name__)
 
 
 class StoreError(StormwatchError):
@@ -460,10 +463,18 @@ class StoreServer:
 
 def create_schema(store: Store, settings: StormwatchSettings) -> None:
     """Create the database and tables if missing (safe to call on every start)."""
-    from stormwatch.schema import ddl, merge_tuning
+    from stormwatch.schema import checkpoints_unthinned, ddl, merge_tuning
 
     for stmt in ddl(settings.database, settings.retention_days):
         store.command(stmt)
     known = store.query("SELECT name FROM system.merge_tree_settings").rows
     for stmt in merge_tuning(settings.database, {r[0] for r in known}):
         store.command(stmt)
+    key = store.query(
+        "SELECT sorting_key FROM system.tables WHERE database = {db:String} "
+        "AND name = 'checkpoints'",
+        {"db": settings.database},
+    ).rows
+    advice = checkpoints_unthinned(settings.database, key[0][0]) if key else None
+    if advice:
+        log.warning("%s", advice)

@@ -9,8 +9,11 @@ CREATE TABLE IF NOT EXISTS stormwatch.checkpoints (
     state String
 ) ENGINE = MergeTree
 PARTITION BY toYYYYMMDD(ts)
-ORDER BY (topic, partition, series_id, ts)
-TTL toDateTime(ts) + INTERVAL 7 DAY;
+ORDER BY (topic, partition, series_id, toStartOfHour(ts), ts)
+TTL toDateTime(ts) + INTERVAL 1 HOUR
+        GROUP BY topic, partition, series_id, toStartOfHour(ts)
+        SET ts = max(ts), state = argMax(state, ts),
+    toDateTime(ts) + INTERVAL 7 DAY;
 
 CREATE TABLE IF NOT EXISTS stormwatch.points (
     series_id UInt64,

@@ -52,6 +52,27 @@ def test_points_merge_wider_where_the_engine_can_and_nothing_breaks_where_it_can
     ]
 
 
+def test_a_checkpoints_table_from_before_the_hourly_roll_up_is_named_with_how_to_thin_it(
+    chdb_store: Store, make_settings, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    from stormwatch.store import create_schema
+
+    old, new = make_settings(), make_settings()
+    chdb_store.command(f"CREATE DATABASE IF NOT EXISTS {old.database}")
+    chdb_store.command(  # the table as releases before the roll-up created it
+        f"CREATE TABLE {old.database}.checkpoints (ts DateTime64(3, 'UTC'), "
+        "topic LowCardinality(String), partition UInt16, series_id UInt64, state String) "
+        "ENGINE = MergeTree PARTITION BY toYYYYMMDD(ts) ORDER BY (topic, partition, series_id, ts) "
+        "TTL toDateTime(ts) + INTERVAL 7 DAY"
+    )
+    with caplog.at_level("WARNING", logger="stormwatch.store"):
+        create_schema(chdb_store, old)  # leaves the table, says what to do
+        create_schema(chdb_store, new)
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1
+    assert f"RENAME TABLE {old.database}.checkpoints TO {old.database}.checkpoints_old" in warned[0]
+
+
 def test_store_server_answers_another_process_with_token(chdb_store: Store, db_settings) -> None:  # type: ignore[no-untyped-def]
     server = StoreServer(chdb_store, db_settings)
     try:

@@ -96,3 +96,42 @@ def test_a_checkpoint_of_the_previous_format_resumes_where_it_left_off() -> None
     again = DetectStage(model_factory())
     assert again.restore({sid: state}) == 1
     assert _feed_shop(again, range(460, 500)) == _feed_shop(live, range(460, 500))
+
+
+def test_checkpoints_older_than_an_hour_thin_to_the_last_of_each_hour(
+    chdb_store, db_settings
+) -> None:  # type: ignore[no-untyped-def]
+    """Every checkpoint of the last hour stays (a rollback to minutes ago); of older ones, the
+    last of each hour, once the engine merges. The newest still restores, and a rollback gets
+    the last state of an hour before the time asked for."""
+    db, topic = db_settings.database, "points"
+    part = partition_of(SID, 4)
+    now = int(time.time() * 1000)
+    written = {now - k * 30_000: f"state at {now - k * 30_000}" for k in range(4 * 120)}  # 4 h
+    chdb_store.insert(
+        f"{db}.checkpoints", CHECKPOINT_COLUMNS,
+        [list(written), [topic] * len(written), [part] * len(written), [SID] * len(written),
+         list(written.values())],
+    )  # fmt: skip
+    chdb_store.command(f"OPTIMIZE TABLE {db}.checkpoints FINAL")
+    kept = dict(
+        chdb_store.query(
+            f"SELECT toUnixTimestamp64Milli(ts), state FROM {db}.checkpoints "
+            f"WHERE series_id = {SID}"
+        ).rows
+    )
+    hour = 3_600_000
+    recent = [t for t in written if t >= now - hour + 300_000]
+    assert all(kept.get(t) == written[t] for t in recent)  # the last hour: every checkpoint
+    lasts = {}  # each hour all older than an hour: its last checkpoint, alone
+    for start in range((now - 4 * hour) // hour * hour, (now - hour) // hour * hour, hour):
+        lasts[start] = max(t for t in written if start <= t < start + hour)
+        assert [t for t in kept if start <= t < start + hour] == [lasts[start]]
+        assert kept[lasts[start]] == written[lasts[start]]
+    assert len(kept) < 200  # of 480
+    assert load_checkpoints(chdb_store, db, topic, {part}) == {SID: written[now]}
+    before = now - 5 * hour // 2
+    rolled = load_checkpoints(
+        chdb_store, db, topic, {part}, datetime.fromtimestamp(before / 1000, UTC)
+    )
+    assert rolled == {SID: written[max(t for t in lasts.values() if t < before)]}
