@@ -5,6 +5,7 @@ of what is stored."""
 from __future__ import annotations
 
 import base64
+import logging
 import pickle
 import zlib
 from datetime import datetime
@@ -13,6 +14,8 @@ from typing import Any
 import lz4.block
 
 from stormwatch.store import Store
+
+log = logging.getLogger("stormwatch.streams")  # the stages' logger
 
 CHECKPOINT_COLUMNS = ["ts", "topic", "partition", "series_id", "state"]
 LZ4 = "lz4:"  # a state's format tag; untagged states are zlib (releases before it)
@@ -33,6 +36,20 @@ def decode_state(text: str) -> Any:
     else:
         raw = zlib.decompress(base64.b64decode(text))
     return pickle.loads(raw)  # noqa: S301 - our own store's states
+
+
+def readable_states(states: dict[int, str], what: str) -> tuple[dict[int, Any], int]:
+    """The states this release can read, decoded (id -> blob), and how many it cannot: each
+    of those is logged, and that `what` (a series, a service) starts afresh. One unreadable
+    state (another release's format, a damaged row) must not stop a worker taking its
+    partitions."""
+    out: dict[int, Any] = {}
+    for key, text in states.items():
+        try:
+            out[key] = decode_state(text)
+        except Exception as e:  # noqa: BLE001 - skipped, counted and logged, never raised
+            log.warning("%s %d starts afresh: its checkpoint is unreadable (%s)", what, key, e)
+    return out, len(states) - len(out)
 
 
 def load_checkpoints(

@@ -9,7 +9,6 @@ and rows are keyed so a replay replaces instead of duplicating.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable, Hashable, Iterable
@@ -31,13 +30,11 @@ from detectors.forecast import LagForecaster
 from detectors.model_core import FALLBACK, WHY_FALLBACK, WHY_SHIFT
 from detectors.robust_core import EVIDENCE
 from stormwatch.store import row_count
-from streams.checkpoints import decode_state, encode_state
+from streams.checkpoints import encode_state, readable_states
 from streams.columns import PointRows, by_series
 from streams.series import AGG_LAST, AGG_RATE, Obs, Series
 from streams.tokens import TokenLedger
 from streams.wire import Points
-
-log = logging.getLogger("stormwatch.streams")
 
 DRIFT_COLUMNS = [
     "ts", "series_id", "kind", "name", "service", "labels", "detector", "detector_version",
@@ -309,21 +306,15 @@ class DetectStage:
         """Resume series from checkpoints (written by this pipeline to its own store). A
         checkpoint this release cannot read (an older model format) is skipped: that series
         starts afresh and re-scores what the topic replays."""
-        restored = 0
-        for sid, text in states.items():
-            try:
-                blob = decode_state(text)
-            except Exception as e:  # noqa: BLE001 - one unreadable state must not stop a worker
-                self.counters.unrestored += 1
-                log.warning("series %d starts afresh: its checkpoint is unreadable (%s)", sid, e)
-                continue
+        blobs, unreadable = readable_states(states, "series")
+        self.counters.unrestored += unreadable
+        for sid, blob in blobs.items():
             meta, det, episodes, agg, last_closed, last_ts, forecaster, breach_ms = blob
             self.series[sid] = _SeriesState(
                 sid, meta, det, episodes, agg, last_closed=last_closed, last_ts=last_ts,
                 replayed_upto=last_ts, forecaster=forecaster, breach_ms=breach_ms,
             )  # fmt: skip
-            restored += 1
-        return restored
+        return len(blobs)
 
     # -- internals --------------------------------------------------------------------------
     def _close(self, st: _SeriesState, upto_ms: int) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import logging
 import math
 import time
 from collections import deque
@@ -30,13 +29,11 @@ import orjson
 
 from detectors.episodes import Episode, EpisodeChanges, EpisodeTracker, episode_id, severity
 from detectors.multivariate import ServiceModel
-from streams.checkpoints import decode_state, encode_state
+from streams.checkpoints import encode_state, readable_states
 from streams.columns import POINT_COLUMNS, PointRows
 from streams.detect import Output
 from streams.series import Series, make_series, series_id
 from streams.tokens import TokenLedger
-
-log = logging.getLogger(__name__)
 
 MAX_LABEL = 48  # a label value longer than this is cut in a signal key (statements)
 MIN_Z = 3.0  # a contributor is at least this unusual on its own (robust z against its window)
@@ -371,25 +368,17 @@ class ServiceStage:
 
     def restore(self, states: dict[int, str]) -> int:
         """Resume services from checkpoints (written by this pipeline to its own store). A
-        checkpoint this release cannot read is skipped, as `DetectStage.restore` does: that
-        service starts afresh, and one bad state does not stop the worker taking its
-        partitions."""
-        restored = 0
-        for sid, text in states.items():
-            try:
-                blob = decode_state(text)
-                svc, signals, last, model, episodes, peak, emitted, last_closed = blob
-                model = _expand(model)
-            except Exception as e:  # noqa: BLE001 - one unreadable state must not stop a worker
-                self.counters.unrestored += 1
-                log.warning("service %d starts afresh: its checkpoint is unreadable (%s)", sid, e)
-                continue
+        checkpoint this release cannot read is skipped (`readable_states`): that service starts
+        afresh."""
+        blobs, unreadable = readable_states(states, "service")
+        self.counters.unrestored += unreadable
+        for blob in blobs.values():
+            svc, signals, last, model, episodes, peak, emitted, last_closed = blob
             st = self._new_state(svc)
-            st.signals, st.last, st.model, st.episodes = signals, last, model, episodes
+            st.signals, st.last, st.model, st.episodes = signals, last, _expand(model), episodes
             st.peak, st.emitted, st.last_closed = peak, emitted, last_closed
             self.services[svc] = st
-            restored += 1
-        return restored
+        return len(blobs)
 
     # -- internals --------------------------------------------------------------------------
     def _new_state(self, service: str) -> _ServiceState:
