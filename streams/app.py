@@ -1,7 +1,9 @@
 """The faust app: thin agents around plain logic (normalize.py, detect.py, sink.py).
 
-- normalize: raw JSON batches → observations, re-keyed: one message per points partition.
-  Bad input → the DLQ topic with reason and source position; never an exception out.
+- normalize: raw JSON batches → observations, re-keyed: one message per points partition,
+  or handed in-process to this worker's detect stage when it owns that partition (the raw
+  batch acked once those rows are stored). Bad input → the DLQ topic with reason and source
+  position; never an exception out.
 - detect: per-series windows, detectors and episodes; rows go to ClickHouse and only then
   are the points messages acked (offsets held while a window is open or a write fails).
 - dead_letters: the DLQ topic → the `dlq` table.
@@ -19,6 +21,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import faust
@@ -38,7 +41,7 @@ from stormwatch.store import Store, StoreError, preload_insert_path
 from streams.columns import POINT_COLUMNS
 from streams.detect import DRIFT_COLUMNS, SHADOW_COLUMNS, DetectStage
 from streams.normalize import KnownMetrics, Normalizer
-from streams.runner import Modulo, StageRunner, write_with_retry
+from streams.runner import Modulo, SourceAcks, StageRunner, write_with_retry
 from streams.services import (
     ServiceBatch,
     ServicePoints,
@@ -171,8 +174,16 @@ def build_app(
     known = KnownMetrics()  # metric series seen before skip redact + normalize
     points_encoder = PointsEncoder(normalizer.meta)  # each series' metadata encoded once
 
-    async def normalize_batch(events: list[Any], decode: Callable[[bytes], Any]) -> None:
-        """decode → redact → normalize (cap inside) → DLQ / points, for one take() batch."""
+    async def send_points(partition: int, cols: Points) -> None:
+        await points_topic.send(value=points_encoder.encode_columns(cols.columns),
+                                partition=partition)  # fmt: skip
+
+    async def normalize_batch(
+        stream: faust.StreamT, events: list[Any], decode: Callable[[bytes], Any]
+    ) -> None:
+        """decode → redact → normalize (cap inside) → DLQ / points, for one take() batch.
+        A partition whose detect stage runs in this worker gets its points in-process (the
+        source messages acked once their rows are stored); the others through the topic."""
         chunks: list[Points] = []  # each message's points, in stream order
         for ev in events:
             msg = ev.message
@@ -200,23 +211,33 @@ def build_app(
         stats.values["normalize.unmodeled"] = guard.unmodeled
         stats.values["normalize.redacted"] = redactor.redacted
         stats.values["normalize.series"] = guard.series
+        acks = SourceAcks(stream, events)
         for p, cols in by_partition(chunks, t.partitions):
-            await points_topic.send(value=points_encoder.encode_columns(cols.columns), partition=p)
+            send = partial(send_points, p, cols)
+            if detect.takes(p):
+                await detect.hand(p, (cols, normalizer.meta), acks.held(send))
+            else:
+                await send()
+        await acks.done()
 
     @app.agent(raw_topic)
     async def normalize(stream: faust.StreamT) -> None:
         async for events in stream.take_events(500, within=0.05):
-            await normalize_batch(events, decode_records)
+            await normalize_batch(stream, events, decode_records)
 
     @app.agent(otlp_metrics_topic)
     async def normalize_otlp_metrics(stream: faust.StreamT) -> None:
         async for events in stream.take_events(100, within=0.2):
-            await normalize_batch(events, lambda raw: decode_otlp_metrics(raw, "auto", otlp_state))
+            await normalize_batch(
+                stream, events, lambda raw: decode_otlp_metrics(raw, "auto", otlp_state)
+            )
 
     @app.agent(otlp_spans_topic)
     async def normalize_otlp_spans(stream: faust.StreamT) -> None:
         async for events in stream.take_events(100, within=0.2):
-            await normalize_batch(events, lambda raw: decode_otlp_traces(raw, "auto", otlp_state))
+            await normalize_batch(
+                stream, events, lambda raw: decode_otlp_traces(raw, "auto", otlp_state)
+            )
 
     stage = DetectStage(
         model_factory(
@@ -296,7 +317,7 @@ def build_app(
         "restore_before": settings.restore_before, "restore_after": settings.restore_after,
         "checkpoint_s": settings.checkpoint_s,
     }  # fmt: skip
-    StageRunner(
+    detect = StageRunner(
         name="detect", topic=points_topic, stage=stage, decode=PointsDecoder().decode,
         sinks=[points_sink, episodes_sink, drift_sink, shadow_sink], to_sinks=detected_to_sinks,
         drop=lambda parts: stage.drop_partitions(parts, t.partitions),

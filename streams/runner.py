@@ -5,7 +5,9 @@ Delivery: each message is a token; the stage says when a token's rows are all ou
 a row that is not stored. State: checkpointed after the rows it covers (periodically, when
 partitions are revoked, and before a graceful stop while the partitions are still ours) and
 restored when partitions are assigned. Messages of partitions not owned are left unacked:
-their owner replays them.
+their owner replays them. A message may also be handed over in-process by the stage before
+(`hand`): it is acked the way it says, or sent through the topic if its partition is revoked
+before its rows are stored.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import faust
@@ -61,6 +64,44 @@ class Modulo(Mapping[int, int]):
         return 0
 
 
+@dataclass(frozen=True)
+class Held:
+    """A message the stage holds: `ack` once all its rows are stored; `resend`, for one handed
+    over in-process, puts it on the topic when its partition is revoked before that."""
+
+    ack: Callable[[], Awaitable[Any]]
+    resend: Callable[[], Awaitable[Any]] | None = None
+
+
+class SourceAcks:
+    """Acks a batch of source events (one `take_events` batch) once every part of it handed
+    over in-process is stored. `take_events` acks its events when the batch is done; the
+    reference taken here holds their offsets until then. Call `done()` once the batch's
+    other parts are sent; each part handed over (`held()`) counts for itself."""
+
+    def __init__(self, stream: faust.StreamT, events: Sequence[Any]) -> None:
+        self._stream, self._events, self._left = stream, events, 1
+        for ev in events:
+            ev.message.incref()
+
+    def held(self, send: Callable[[], Awaitable[Any]]) -> Held:
+        """A part handed over: acked with the batch, or sent by `send` (then acked) if its
+        partition is revoked before its rows are stored."""
+        self._left += 1
+
+        async def resend() -> None:
+            await send()
+            await self.done()
+
+        return Held(self.done, resend)
+
+    async def done(self) -> None:
+        self._left -= 1
+        if self._left == 0:
+            for ev in self._events:
+                await self._stream.ack(ev)
+
+
 @dataclass
 class StageRunner:
     """Wires one stage into `app`; `install()` registers its agent, timers and hooks."""
@@ -94,7 +135,9 @@ class StageRunner:
     # normalize stage's take window, so a steady stream's gaps between takes do not count:
     # more, smaller writes at a steady rate cost latency (docs/performance.md, tenth round).
     quiet_s: float = 0.1
-    held: dict[tuple[int, int], Any] = field(default_factory=dict)
+    # token → how to ack its message once its rows are stored, and (handed over in-process)
+    # how to send it through the topic instead if its partition is revoked before that
+    held: dict[tuple[int, int], Held] = field(default_factory=dict)
     owned: set[int] = field(default_factory=set)
     stopping: bool = False
 
@@ -105,6 +148,7 @@ class StageRunner:
         self._last_flush = time.monotonic()
         self.last_add = self._last_flush  # the consume loop's last message in: how long quiet
         self._owed: set[asyncio.Task[None]] = set()
+        self._handed = 0  # messages handed over in-process: their tokens' negative offsets
         self._checkpoints = ClickHouseSink(
             self.store, f"{self.database}.checkpoints", CHECKPOINT_COLUMNS
         )
@@ -164,9 +208,9 @@ class StageRunner:
         if self.after_write:
             await self.after_write(out)
         for tok in out.tokens:
-            ev = self.held.pop(tok, None)
-            if ev is not None and self._stream is not None:
-                await self._stream.ack(ev)
+            held = self.held.pop(tok, None)
+            if held is not None:
+                await held.ack()
         self._last_flush = time.monotonic()
 
     def _write(self) -> None:
@@ -225,7 +269,9 @@ class StageRunner:
         async with self._lock:
             self.drop(parts)
             for tok in [k for k in self.held if k[0] in parts]:
-                del self.held[tok]
+                held = self.held.pop(tok)
+                if held.resend is not None:  # its rows' next owner gets it through the topic
+                    await held.resend()
 
     async def _before_stop(self) -> None:
         """A graceful stop takes nothing more, writes what is done and checkpoints it, so the
@@ -252,16 +298,33 @@ class StageRunner:
                 self.stats.add(f"{self.name}.unreadable")
                 await stream.ack(ev)
                 continue
-            self.held[tok] = ev
-            t0 = time.perf_counter()
-            self.stage.add(*args, tok)
-            self.last_add = time.monotonic()
-            self.stats.add(f"{self.name}.busy_s", time.perf_counter() - t0)
-            if (
-                self.stage.buffered_rows >= self.flush_rows
-                or time.monotonic() - self._last_flush >= self.flush_s
-            ):
-                await self.flush(wait=False)
+            self.held[tok] = Held(partial(stream.ack, ev))
+            await self._add(args, tok)
+
+    def takes(self, partition: int) -> bool:
+        """Whether a message for `partition` can be handed over in-process (`hand`): this
+        worker owns the partition and its state is restored."""
+        return not self.stopping and partition in self.owned
+
+    async def hand(self, partition: int, args: tuple[Any, ...], held: Held) -> None:
+        """Take a message for `partition` that did not go through the topic (the stage that
+        made it runs in this worker): `held.ack` once its rows are stored, `held.resend` if
+        the partition is revoked first. Only when `takes(partition)`, with no await between."""
+        self._handed += 1
+        tok = (partition, -self._handed)  # never a real offset
+        self.held[tok] = held
+        await self._add(args, tok)
+
+    async def _add(self, args: tuple[Any, ...], tok: tuple[int, int]) -> None:
+        t0 = time.perf_counter()
+        self.stage.add(*args, tok)
+        self.last_add = time.monotonic()
+        self.stats.add(f"{self.name}.busy_s", time.perf_counter() - t0)
+        if (
+            self.stage.buffered_rows >= self.flush_rows
+            or time.monotonic() - self._last_flush >= self.flush_s
+        ):
+            await self.flush(wait=False)
 
     async def _owned_soon(self, partition: int) -> bool:
         """Whether a message of a partition not (yet) ours is to be taken: one assigned to us
