@@ -322,7 +322,7 @@ def build_app(
         sinks=[points_sink, episodes_sink, drift_sink, shadow_sink], to_sinks=detected_to_sinks,
         drop=lambda parts: stage.drop_partitions(parts, t.partitions),
         partition_map=lambda: Modulo(t.partitions), after_write=after_detect, control=feedback,
-        **common,
+        hand_overs=True, **common,
     ).install()  # fmt: skip
 
     # One multivariate model per service over its signals. Records arrive once their detect

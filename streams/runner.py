@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from streams.checkpoints import CHECKPOINT_COLUMNS, load_checkpoints
 from streams.sink import ClickHouseSink
 
 log = logging.getLogger("stormwatch.streams")
+FENCE = b"SWF1"  # a runner's marker on a partition it owns: see `StageRunner.hand`
 
 
 async def write_with_retry(write: Callable[[], Any], stats: Any, what: str) -> None:
@@ -135,6 +137,8 @@ class StageRunner:
     # normalize stage's take window, so a steady stream's gaps between takes do not count:
     # more, smaller writes at a steady rate cost latency (docs/performance.md, tenth round).
     quiet_s: float = 0.1
+    hand_overs: bool = False  # whether a stage before this one hands messages over (`hand`)
+    max_waiting: int = 100  # hand-overs of a partition waiting for its marker (see `hand`)
     # token → how to ack its message once its rows are stored, and (handed over in-process)
     # how to send it through the topic instead if its partition is revoked before that
     held: dict[tuple[int, int], Held] = field(default_factory=dict)
@@ -149,6 +153,12 @@ class StageRunner:
         self.last_add = self._last_flush  # the consume loop's last message in: how long quiet
         self._owed: set[asyncio.Task[None]] = set()
         self._handed = 0  # messages handed over in-process: their tokens' negative offsets
+        # Hand-overs per partition: taken at once only once the consume loop has read what
+        # the topic held when the partition became ours (`_ready`); until then they wait, in
+        # order, for the marker sent then (`_fences`) to come back.
+        self._ready: set[int] = set()
+        self._fences: dict[int, bytes] = {}
+        self._waiting: dict[int, list[tuple[tuple[Any, ...], Held]]] = {}
         self._checkpoints = ClickHouseSink(
             self.store, f"{self.database}.checkpoints", CHECKPOINT_COLUMNS
         )
@@ -256,7 +266,13 @@ class StageRunner:
             )
             self.drop(parts)  # anything built while the partitions were not ours
             self.stage.restore(states)
+            for held in self._unready(parts):  # none expected: revoked first
+                if held.resend is not None:
+                    await held.resend()
             self.owned.update(parts)
+            if self.hand_overs:  # the markers go now: most come back before the first hand-over
+                for p in sorted(parts):
+                    await self._send_marker(p)
         self.stats.add(f"{self.name}.restored", len(states))
         log.info("%s: partitions %s assigned, %d states resumed", self.name, parts, len(states))
 
@@ -268,8 +284,9 @@ class StageRunner:
         await self.checkpoint()
         async with self._lock:
             self.drop(parts)
-            for tok in [k for k in self.held if k[0] in parts]:
-                held = self.held.pop(tok)
+            resend = self._unready(parts)
+            resend += [self.held.pop(k) for k in [k for k in self.held if k[0] in parts]]
+            for held in resend:
                 if held.resend is not None:  # its rows' next owner gets it through the topic
                     await held.resend()
 
@@ -287,6 +304,10 @@ class StageRunner:
                 continue  # not acked: whoever owns the partition next replays it
             if msg.partition not in self.owned and not await self._owned_soon(msg.partition):
                 continue  # revoked: not acked, its next owner replays it
+            if ev.value.startswith(FENCE):
+                await stream.ack(ev)
+                await self._fenced(msg.partition, ev.value)
+                continue
             if self.control is not None and await self.control(ev.value):
                 await stream.ack(ev)
                 continue
@@ -309,11 +330,58 @@ class StageRunner:
     async def hand(self, partition: int, args: tuple[Any, ...], held: Held) -> None:
         """Take a message for `partition` that did not go through the topic (the stage that
         made it runs in this worker): `held.ack` once its rows are stored, `held.resend` if
-        the partition is revoked first. Only when `takes(partition)`, with no await between."""
+        the partition is revoked first. Only when `takes(partition)`, with no await between.
+
+        A partition just assigned may still have messages in the topic (sent before it was
+        ours, by this worker or the one before): hand-overs wait behind a marker sent to the
+        partition until the consume loop reads it, so a series keeps its order. Past
+        `max_waiting` they go on through the topic instead, behind a new marker."""
+        if partition in self._ready:
+            await self._take(partition, args, held)
+            return
+        waiting = self._waiting.setdefault(partition, [])
+        waiting.append((args, held))
+        if len(waiting) > self.max_waiting:
+            del self._waiting[partition]
+            # the new marker is the one to wait for from now on (an older one read meanwhile
+            # releases nothing), and goes after what is sent on here
+            self._fences[partition] = marker = FENCE + os.urandom(8)
+            for _, h in waiting:
+                if h.resend is not None:
+                    await h.resend()
+            await self.topic.send(value=marker, partition=partition)
+        elif partition not in self._fences:
+            await self._send_marker(partition)
+
+    async def _send_marker(self, partition: int) -> None:
+        self._fences[partition] = marker = FENCE + os.urandom(8)
+        await self.topic.send(value=marker, partition=partition)
+
+    async def _take(self, partition: int, args: tuple[Any, ...], held: Held) -> None:
         self._handed += 1
         tok = (partition, -self._handed)  # never a real offset
         self.held[tok] = held
         await self._add(args, tok)
+
+    async def _fenced(self, partition: int, marker: bytes) -> None:
+        """A marker read back: if it is the partition's latest, what waited is taken, in order,
+        and hand-overs are taken at once from now on."""
+        if self._fences.get(partition) != marker:
+            return  # an older marker, or another worker's
+        while waiting := self._waiting.pop(partition, None):  # more may come while taking
+            for args, held in waiting:
+                await self._take(partition, args, held)
+        if self._fences.get(partition) == marker:  # not revoked meanwhile
+            del self._fences[partition]
+            self._ready.add(partition)
+
+    def _unready(self, parts: set[int]) -> list[Held]:
+        """Forget these partitions' markers; what waited for them, to send on."""
+        self._ready.difference_update(parts)
+        waiting = [self._waiting.pop(p, []) for p in parts]
+        for p in parts:
+            self._fences.pop(p, None)
+        return [held for w in waiting for _, held in w]
 
     async def _add(self, args: tuple[Any, ...], tok: tuple[int, int]) -> None:
         t0 = time.perf_counter()

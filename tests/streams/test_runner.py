@@ -21,7 +21,7 @@ from stormwatch.store import FlakyStore, Store
 from streams.app import Stats
 from streams.columns import POINT_COLUMNS
 from streams.detect import DetectStage
-from streams.runner import Modulo, SourceAcks, StageRunner
+from streams.runner import FENCE, Held, Modulo, SourceAcks, StageRunner
 from streams.series import AGG_LAST, AGG_MEAN, Obs, make_series, series_id
 from streams.sink import ClickHouseSink
 from streams.wire import points_of
@@ -154,59 +154,157 @@ SPAN = make_series("span", "latency_ms", "checkout", operation="pay")
 SPAN_SID = series_id(SPAN)
 
 
-def test_a_batch_handed_over_in_process_is_acked_once_its_rows_are_stored(slow_runner) -> None:  # type: ignore[no-untyped-def]
-    runner, store, written = slow_runner
-    store.go.set()
-    t0 = int(time.time() * 1000) - 3_600_000
+class Topic:
+    """The points topic as the runner sends to it: what went where, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, bytes]] = []
+
+    def get_topic_name(self) -> str:
+        return "points"
+
+    async def send(self, value: bytes, partition: int) -> None:
+        self.sent.append((partition, value))
+
+
+class Recording(DetectStage):
+    """The real stage, noting the token of each message in the order it came."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(model_factory(), **kw)
+        self.order: list[Any] = []
+
+    def add(self, obs: Any, meta: Any, token: Any) -> None:
+        self.order.append(token)
+        super().add(obs, meta, token)
+
+
+@pytest.fixture
+def hand_runner(chdb_store, db_settings):  # type: ignore[no-untyped-def]
+    db = db_settings.database
+    points = ClickHouseSink(chdb_store, f"{db}.points", POINT_COLUMNS)
+    topic = Topic()
+    runner = StageRunner(
+        app=None, name="detect", topic=topic, stage=Recording(window_s=10.0),  # type: ignore[arg-type]
+        store=chdb_store, database=db, stats=Stats(), decode=lambda raw: (), sinks=[points],
+        to_sinks=lambda out: points.add_columns(out.points),
+        drop=lambda parts: runner.stage.drop_partitions(parts, 4),
+        partition_map=lambda: Modulo(4), max_waiting=3,
+    )  # fmt: skip
+
+    def written() -> int:
+        return int(chdb_store.query(f"SELECT count() FROM {db}.points").rows[0][0])
+
+    return runner, topic, written
+
+
+T0 = int(time.time() * 1000) - 3_600_000  # within the table's TTL
+T0 -= T0 % 10_000
+
+
+def cpu_points(start: int, n: int) -> tuple[Any, dict[int, Any]]:
+    obs = [Obs(SID, T0 + i * 1000, 1.0 + i % 2, AGG_LAST) for i in range(start, start + n)]
+    return points_of(obs), {SID: CPU}
+
+
+async def never() -> None:
+    raise AssertionError("sent through the topic, though stored in-process")
+
+
+async def acked() -> None:
+    pass  # a message whose ack this test does not follow
+
+
+def test_hand_overs_wait_for_the_marker_then_are_taken_in_order(hand_runner) -> None:  # type: ignore[no-untyped-def]
+    runner, topic, written = hand_runner
+    part = SID % 4
 
     async def scenario() -> list[Any]:
+        assert not runner.takes(part)  # not ours yet: the normalize stage sends it instead
+        runner.owned.add(part)  # as when its state is restored
+        assert runner.takes(part)
+        source = Source(1)
+        acks = SourceAcks(source, source.events)  # type: ignore[arg-type]
+        await runner.hand(part, cpu_points(0, 5), acks.held(never))
+        await runner.hand(part, cpu_points(5, 5), acks.held(never))
+        seen = [list(runner.stage.order), list(topic.sent)]  # waiting; one marker sent
+        ((_, marker),) = topic.sent
+        # the consume loop reads a message sent before the marker, then an older marker
+        runner.held[(part, 7)] = Held(acked)
+        runner.stage.add(*cpu_points(10, 0), (part, 7))
+        await runner._fenced(part, marker[:-1] + b"x")
+        seen.append(len(runner.stage.order))  # an older marker: still waiting
+        await runner._fenced(part, marker)  # its own marker: what waited is taken, in order
+        await runner.hand(part, cpu_points(10, 5), acks.held(never))  # and now taken at once
+        await acks.done()
+        await source.batch_done()
+        await runner.flush()
+        return [*seen, runner.stage.order, source.final, written()]
+
+    seen = asyncio.run(scenario())
+    assert seen[0] == [] and [p for p, _ in seen[1]] == [part]
+    assert seen[1][0][1].startswith(FENCE)
+    assert seen[2:] == [1, [(part, 7), (part, -1), (part, -2), (part, -3)], [0], 15]
+
+
+def test_too_many_hand_overs_waiting_go_through_the_topic_behind_a_new_marker(hand_runner) -> None:  # type: ignore[no-untyped-def]
+    runner, topic, _ = hand_runner
+    part = SID % 4
+    sent: list[int] = []
+
+    async def scenario() -> None:
+        runner.owned.add(part)
+        for i in range(4):  # max_waiting is 3
+
+            async def send(i: int = i) -> None:
+                sent.append(i)
+
+            await runner.hand(part, cpu_points(i * 5, 5), Held(never, send))
+
+    asyncio.run(scenario())
+    assert sent == [0, 1, 2, 3]
+    assert runner.stage.order == []
+    first, second = (m for p, m in topic.sent)
+    assert first != second and all(m.startswith(FENCE) for m in (first, second))
+
+
+def test_a_batch_handed_over_in_process_is_acked_once_its_rows_are_stored(hand_runner) -> None:  # type: ignore[no-untyped-def]
+    runner, topic, written = hand_runner
+    part = SID % 4
+
+    async def scenario() -> list[Any]:
+        runner.owned.add(part)
+        await runner.hand(part, cpu_points(0, 1), Held(acked))  # the marker goes out
+        await runner._fenced(part, topic.sent[0][1])  # and comes back
+        await runner.flush()
         source = Source(3)
         acks = SourceAcks(source, source.events)  # type: ignore[arg-type]
-        assert not runner.takes(0)  # not ours yet: the normalize stage sends it instead
-        runner.owned.add(0)
-        points = points_of([Obs(SID, t0 + i * 1000, 1.0 + i % 2, AGG_LAST) for i in range(20)])
-
-        async def never() -> None:
-            raise AssertionError("sent through the topic, though stored in-process")
-
-        await runner.hand(0, (points, {SID: CPU}), acks.held(never))
+        await runner.hand(part, cpu_points(1, 20), acks.held(never))
         await acks.done()  # every part of the batch handed over or sent
         await source.batch_done()
         seen = [list(source.final), written()]  # held until the rows are stored
         await runner.flush()
         return [*seen, list(source.final), written()]
 
-    assert asyncio.run(scenario()) == [[], 0, [0, 1, 2], 20]
+    assert asyncio.run(scenario()) == [[], 1, [0, 1, 2], 21]
 
 
-def test_a_part_handed_over_goes_through_the_topic_when_its_partition_is_revoked(
-    chdb_store, db_settings
-) -> None:  # type: ignore[no-untyped-def]
-    db = db_settings.database
-    points_sink = ClickHouseSink(chdb_store, f"{db}.points", POINT_COLUMNS)
-    runner = StageRunner(
-        app=None, name="detect", topic=SimpleNamespace(get_topic_name=lambda: "points"),  # type: ignore[arg-type]
-        stage=DetectStage(model_factory(), window_s=10.0), store=chdb_store, database=db,
-        stats=Stats(), decode=lambda raw: (), sinks=[points_sink],
-        to_sinks=lambda out: points_sink.add_columns(out.points),
-        drop=lambda parts: runner.stage.drop_partitions(parts, 4),
-        partition_map=lambda: Modulo(4),
-    )  # fmt: skip
+def test_a_part_handed_over_is_sent_on_when_its_partition_is_revoked(hand_runner) -> None:  # type: ignore[no-untyped-def]
+    runner, topic, _ = hand_runner
     part = SPAN_SID % 4
-    t0 = int(time.time() * 1000) - 3_600_000
-    t0 -= t0 % 10_000
     sent: list[str] = []
 
     async def scenario() -> list[Any]:
         source = Source(2)
         acks = SourceAcks(source, source.events)  # type: ignore[arg-type]
         runner.owned.add(part)
-        spans = points_of([Obs(SPAN_SID, t0 + i * 100, 5.0, AGG_MEAN) for i in range(10)])
+        spans = points_of([Obs(SPAN_SID, T0 + i * 100, 5.0, AGG_MEAN) for i in range(10)])
 
         async def send() -> None:
             sent.append(f"final acks before the send: {source.final}")
 
         await runner.hand(part, (spans, {SPAN_SID: SPAN}), acks.held(send))
+        await runner._fenced(part, topic.sent[0][1])
         await acks.done()
         await source.batch_done()
         await runner.flush()
@@ -215,3 +313,39 @@ def test_a_part_handed_over_goes_through_the_topic_when_its_partition_is_revoked
         return [*seen, list(source.final), list(sent), runner.takes(part)]
 
     assert asyncio.run(scenario()) == [[], [], [0, 1], ["final acks before the send: []"], False]
+
+
+def test_hand_overs_waiting_when_the_partition_is_revoked_are_sent_on(hand_runner) -> None:  # type: ignore[no-untyped-def]
+    runner, topic, _ = hand_runner
+    part = SID % 4
+    sent: list[int] = []
+
+    async def scenario() -> bool:
+        runner.owned.add(part)
+        for i in range(2):
+
+            async def send(i: int = i) -> None:
+                sent.append(i)
+
+            await runner.hand(part, cpu_points(i * 5, 5), Held(never, send))
+        await runner._revoked(None, {TP("points", part)})
+        await runner._fenced(part, topic.sent[0][1])  # a marker read after: nothing to take
+        return runner.takes(part)
+
+    assert asyncio.run(scenario()) is False
+    assert sent == [0, 1] and runner.stage.order == []
+
+
+def test_the_marker_goes_out_when_the_partition_is_assigned(hand_runner) -> None:  # type: ignore[no-untyped-def]
+    runner, topic, _ = hand_runner
+    runner.hand_overs = True
+    part = SID % 4
+
+    async def scenario() -> list[Any]:
+        await runner._assigned(None, {TP("points", part)})  # restores (none) and sends it
+        seen = [[p for p, _ in topic.sent], runner.takes(part)]
+        await runner._fenced(part, topic.sent[0][1])  # back before the first hand-over
+        await runner.hand(part, cpu_points(0, 5), Held(acked))
+        return [*seen, runner.stage.order, len(topic.sent)]
+
+    assert asyncio.run(scenario()) == [[part], True, [(part, -1)], 1]
