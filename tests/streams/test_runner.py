@@ -215,6 +215,17 @@ async def acked() -> None:
     pass  # a message whose ack this test does not follow
 
 
+async def hand_numbered(runner: StageRunner, part: int, n: int, sent: list[int]) -> None:
+    """n hand-overs of 5 points each, none to be stored; each notes its number in `sent`
+    when it is sent through the topic."""
+    for i in range(n):
+
+        async def send(i: int = i) -> None:
+            sent.append(i)
+
+        await runner.hand(part, cpu_points(i * 5, 5), Held(never, send))
+
+
 def test_hand_overs_wait_for_the_marker_then_are_taken_in_order(hand_runner) -> None:  # type: ignore[no-untyped-def]
     runner, topic, written = hand_runner
     part = SID % 4
@@ -254,12 +265,7 @@ def test_too_many_hand_overs_waiting_go_through_the_topic_behind_a_new_marker(ha
 
     async def scenario() -> None:
         runner.owned.add(part)
-        for i in range(4):  # max_waiting is 3
-
-            async def send(i: int = i) -> None:
-                sent.append(i)
-
-            await runner.hand(part, cpu_points(i * 5, 5), Held(never, send))
+        await hand_numbered(runner, part, 4, sent)  # max_waiting is 3
 
     asyncio.run(scenario())
     assert sent == [0, 1, 2, 3]
@@ -322,12 +328,7 @@ def test_hand_overs_waiting_when_the_partition_is_revoked_are_sent_on(hand_runne
 
     async def scenario() -> bool:
         runner.owned.add(part)
-        for i in range(2):
-
-            async def send(i: int = i) -> None:
-                sent.append(i)
-
-            await runner.hand(part, cpu_points(i * 5, 5), Held(never, send))
+        await hand_numbered(runner, part, 2, sent)
         await runner._revoked(None, {TP("points", part)})
         await runner._fenced(part, topic.sent[0][1])  # a marker read after: nothing to take
         return runner.takes(part)
