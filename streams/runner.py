@@ -138,7 +138,10 @@ class StageRunner:
     # more, smaller writes at a steady rate cost latency (docs/performance.md, tenth round).
     quiet_s: float = 0.1
     hand_overs: bool = False  # whether a stage before this one hands messages over (`hand`)
-    max_waiting: int = 100  # hand-overs of a partition waiting for its marker (see `hand`)
+    # hand-overs of a partition waiting for its marker (see `hand`): each up to 50,000 points,
+    # its raw batch held meanwhile; a raw backlog delays the marker (it is read after the raw
+    # messages fetched before it), and past this they take the topic as before
+    max_waiting: int = 20
     # token → how to ack its message once its rows are stored, and (handed over in-process)
     # how to send it through the topic instead if its partition is revoked before that
     held: dict[tuple[int, int], Held] = field(default_factory=dict)
@@ -159,6 +162,7 @@ class StageRunner:
         self._ready: set[int] = set()
         self._fences: dict[int, bytes] = {}
         self._waiting: dict[int, list[tuple[tuple[Any, ...], Held]]] = {}
+        self._marked: dict[int, float] = {}  # when each partition's latest marker was sent
         self._checkpoints = ClickHouseSink(
             self.store, f"{self.database}.checkpoints", CHECKPOINT_COLUMNS
         )
@@ -355,6 +359,7 @@ class StageRunner:
 
     async def _send_marker(self, partition: int) -> None:
         self._fences[partition] = marker = FENCE + os.urandom(8)
+        self._marked[partition] = time.monotonic()
         await self.topic.send(value=marker, partition=partition)
 
     async def _take(self, partition: int, args: tuple[Any, ...], held: Held) -> None:
@@ -368,9 +373,14 @@ class StageRunner:
         and hand-overs are taken at once from now on."""
         if self._fences.get(partition) != marker:
             return  # an older marker, or another worker's
+        took = 0
         while waiting := self._waiting.pop(partition, None):  # more may come while taking
             for args, held in waiting:
                 await self._take(partition, args, held)
+            took += len(waiting)
+        since = time.monotonic() - self._marked[partition]
+        log.info("%s: partition %d takes hand-overs, %.3f s after its marker was sent; %d waited",
+                 self.name, partition, since, took)  # fmt: skip
         if self._fences.get(partition) == marker:  # not revoked meanwhile
             del self._fences[partition]
             self._ready.add(partition)
