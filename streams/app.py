@@ -212,12 +212,15 @@ def build_app(
         stats.values["normalize.redacted"] = redactor.redacted
         stats.values["normalize.series"] = guard.series
         acks = SourceAcks(stream, events)
-        for p, cols in by_partition(chunks, t.partitions):
-            send = partial(send_points, p, cols)
-            if detect.takes(p):
-                await detect.hand(p, (cols, normalizer.meta), acks.held(send))
-            else:
-                await send()
+        async with detect.handing:
+            if detect.stopping:  # a stop's checkpoint is being taken: replay it after a restart
+                return  # unacked, and nothing sent that the replay would send again
+            for p, cols in by_partition(chunks, t.partitions):
+                send = partial(send_points, p, cols)
+                if detect.takes(p):
+                    await detect.hand(p, (cols, normalizer.meta), acks.held(send))
+                else:
+                    await send()
         await acks.done()
 
     @app.agent(raw_topic)

@@ -163,6 +163,9 @@ class StageRunner:
         self._fences: dict[int, bytes] = {}
         self._waiting: dict[int, list[tuple[tuple[Any, ...], Held]]] = {}
         self._marked: dict[int, float] = {}  # when each partition's latest marker was sent
+        # held by the stage before while it hands over or sends one batch's parts (see
+        # `_revoked`)
+        self.handing = asyncio.Lock()
         self._checkpoints = ClickHouseSink(
             self.store, f"{self.database}.checkpoints", CHECKPOINT_COLUMNS
         )
@@ -284,20 +287,24 @@ class StageRunner:
         parts = {tp.partition for tp in revoked if tp.topic == self.topic_name}
         if not parts:
             return
-        self.owned.difference_update(parts)
-        await self.checkpoint()
-        async with self._lock:
-            self.drop(parts)
-            resend = self._unready(parts)
-            resend += [self.held.pop(k) for k in [k for k in self.held if k[0] in parts]]
-            for held in resend:
-                if held.resend is not None:  # its rows' next owner gets it through the topic
-                    await held.resend()
+        # The batch being handed over finishes first, and the next sees the partitions gone:
+        # what it sends for them goes after what is sent on here, in the order it came.
+        async with self.handing:
+            self.owned.difference_update(parts)
+            await self.checkpoint()
+            async with self._lock:
+                self.drop(parts)
+                resend = [self.held.pop(k) for k in [k for k in self.held if k[0] in parts]]
+                resend += self._unready(parts)  # newer than any taken
+                for held in resend:
+                    if held.resend is not None:  # its rows' next owner gets it via the topic
+                        await held.resend()
 
     async def _before_stop(self) -> None:
         """A graceful stop takes nothing more, writes what is done and checkpoints it, so the
         next owner resumes exactly here."""
-        self.stopping = True
+        async with self.handing:  # a batch being handed over is taken whole, or not at all
+            self.stopping = True
         await self.checkpoint()
 
     async def _consume(self, stream: faust.StreamT) -> None:

@@ -350,3 +350,45 @@ def test_the_marker_goes_out_when_the_partition_is_assigned(hand_runner) -> None
         return [*seen, runner.stage.order, len(topic.sent)]
 
     assert asyncio.run(scenario()) == [[part], True, [(part, -1)], 1]
+
+
+def span_points(start: int, n: int) -> tuple[Any, dict[int, Any]]:
+    obs = [Obs(SPAN_SID, T0 + i * 100, 5.0, AGG_MEAN) for i in range(start, start + n)]
+    return points_of(obs), {SPAN_SID: SPAN}
+
+
+def test_a_revoke_or_a_stop_waits_for_the_batch_being_handed_over(hand_runner) -> None:  # type: ignore[no-untyped-def]
+    runner, topic, _ = hand_runner
+    part = SPAN_SID % 4  # its windows stay open: the parts stay held until the revoke
+    sent: list[str] = []
+
+    def held(name: str) -> Held:
+        async def send() -> None:
+            sent.append(name)
+
+        return Held(acked, send)
+
+    async def batch(then: str) -> bool:
+        """One batch being handed over: part of it, a pause, the rest."""
+        async with runner.handing:
+            await runner.hand(part, span_points(0, 5), held(f"{then} 1"))
+            await asyncio.sleep(0.05)
+            taken = runner.takes(part)  # still ours while the batch is handed over
+            await runner.hand(part, span_points(5, 5), held(f"{then} 2"))
+            return taken
+
+    async def scenario() -> list[Any]:
+        runner.owned.add(part)
+        await runner.hand(part, span_points(0, 0), Held(acked))
+        await runner._fenced(part, topic.sent[0][1])
+        first = asyncio.create_task(batch("a"))
+        await asyncio.sleep(0.01)
+        await runner._revoked(None, {TP("points", part)})
+        seen = [await first, list(sent), runner.takes(part)]
+        runner.owned.add(part)  # assigned again
+        second = asyncio.create_task(batch("b"))
+        await asyncio.sleep(0.01)
+        await runner._before_stop()
+        return [*seen, await second, runner.stopping]
+
+    assert asyncio.run(scenario()) == [True, ["a 1", "a 2"], False, True, True]
