@@ -279,7 +279,7 @@ class StageRunner:
             self.owned.update(parts)
             if self.hand_overs:  # the markers go now: most come back before the first hand-over
                 for p in sorted(parts):
-                    await self._send_marker(p)
+                    await self.topic.send(value=self._new_marker(p), partition=p)
         self.stats.add(f"{self.name}.restored", len(states))
         log.info("%s: partitions %s assigned, %d states resumed", self.name, parts, len(states))
 
@@ -356,18 +356,18 @@ class StageRunner:
             del self._waiting[partition]
             # the new marker is the one to wait for from now on (an older one read meanwhile
             # releases nothing), and goes after what is sent on here
-            self._fences[partition] = marker = FENCE + os.urandom(8)
+            marker = self._new_marker(partition)
             for _, h in waiting:
                 if h.resend is not None:
                     await h.resend()
             await self.topic.send(value=marker, partition=partition)
         elif partition not in self._fences:
-            await self._send_marker(partition)
+            await self.topic.send(value=self._new_marker(partition), partition=partition)
 
-    async def _send_marker(self, partition: int) -> None:
+    def _new_marker(self, partition: int) -> bytes:
         self._fences[partition] = marker = FENCE + os.urandom(8)
         self._marked[partition] = time.monotonic()
-        await self.topic.send(value=marker, partition=partition)
+        return marker
 
     async def _take(self, partition: int, args: tuple[Any, ...], held: Held) -> None:
         self._handed += 1
@@ -377,20 +377,19 @@ class StageRunner:
 
     async def _fenced(self, partition: int, marker: bytes) -> None:
         """A marker read back: if it is the partition's latest, what waited is taken, in order,
-        and hand-overs are taken at once from now on."""
-        if self._fences.get(partition) != marker:
-            return  # an older marker, or another worker's
-        took = 0
-        while waiting := self._waiting.pop(partition, None):  # more may come while taking
+        and hand-overs are taken at once from now on. Under `handing`, so that no batch is
+        handed over meanwhile and no revoke comes between the takes."""
+        async with self.handing:
+            if self._fences.get(partition) != marker:
+                return  # an older marker, or another worker's
+            waiting = self._waiting.pop(partition, [])
             for args, held in waiting:
                 await self._take(partition, args, held)
-            took += len(waiting)
-        since = time.monotonic() - self._marked[partition]
-        log.info("%s: partition %d takes hand-overs, %.3f s after its marker was sent; %d waited",
-                 self.name, partition, since, took)  # fmt: skip
-        if self._fences.get(partition) == marker:  # not revoked meanwhile
             del self._fences[partition]
             self._ready.add(partition)
+        since = time.monotonic() - self._marked[partition]
+        log.info("%s: partition %d takes hand-overs, %.3f s after its marker was sent; %d waited",
+                 self.name, partition, since, len(waiting))  # fmt: skip
 
     def _unready(self, parts: set[int]) -> list[Held]:
         """Forget these partitions' markers; what waited for them, to send on."""

@@ -392,3 +392,21 @@ def test_a_revoke_or_a_stop_waits_for_the_batch_being_handed_over(hand_runner) -
         return [*seen, await second, runner.stopping]
 
     assert asyncio.run(scenario()) == [True, ["a 1", "a 2"], False, True, True]
+
+
+def test_a_marker_read_while_a_batch_is_handed_over_waits_for_it(hand_runner) -> None:  # type: ignore[no-untyped-def]
+    runner, topic, _ = hand_runner
+    part = SID % 4
+
+    async def scenario() -> list[Any]:
+        runner.owned.add(part)
+        await runner.hand(part, cpu_points(0, 5), Held(acked))
+        async with runner.handing:  # a batch is being handed over
+            fenced = asyncio.create_task(runner._fenced(part, topic.sent[0][1]))
+            await asyncio.sleep(0.02)
+            await runner.hand(part, cpu_points(5, 5), Held(acked))  # still waits, in order
+            seen = [list(runner.stage.order)]
+        await fenced
+        return [*seen, runner.stage.order, runner.takes(part)]
+
+    assert asyncio.run(scenario()) == [[], [(part, -1), (part, -2)], True]
