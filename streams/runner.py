@@ -273,13 +273,11 @@ class StageRunner:
             )
             self.drop(parts)  # anything built while the partitions were not ours
             self.stage.restore(states)
-            for held in self._unready(parts):  # none expected: revoked first
-                if held.resend is not None:
-                    await held.resend()
+            await self._send_on(self._unready(parts))  # none expected: revoked first
             self.owned.update(parts)
             if self.hand_overs:  # the markers go now: most come back before the first hand-over
                 for p in sorted(parts):
-                    await self.topic.send(value=self._new_marker(p), partition=p)
+                    await self._send_marker(p)
         self.stats.add(f"{self.name}.restored", len(states))
         log.info("%s: partitions %s assigned, %d states resumed", self.name, parts, len(states))
 
@@ -296,9 +294,7 @@ class StageRunner:
                 self.drop(parts)
                 resend = [self.held.pop(k) for k in [k for k in self.held if k[0] in parts]]
                 resend += self._unready(parts)  # newer than any taken
-                for held in resend:
-                    if held.resend is not None:  # its rows' next owner gets it via the topic
-                        await held.resend()
+                await self._send_on(resend)  # their rows' next owner gets them via the topic
 
     async def _before_stop(self) -> None:
         """A graceful stop takes nothing more, writes what is done and checkpoints it, so the
@@ -357,12 +353,21 @@ class StageRunner:
             # the new marker is the one to wait for from now on (an older one read meanwhile
             # releases nothing), and goes after what is sent on here
             marker = self._new_marker(partition)
-            for _, h in waiting:
-                if h.resend is not None:
-                    await h.resend()
+            await self._send_on([h for _, h in waiting])
             await self.topic.send(value=marker, partition=partition)
         elif partition not in self._fences:
-            await self.topic.send(value=self._new_marker(partition), partition=partition)
+            await self._send_marker(partition)
+
+    async def _send_marker(self, partition: int) -> None:
+        await self.topic.send(value=self._new_marker(partition), partition=partition)
+
+    @staticmethod
+    async def _send_on(helds: list[Held]) -> None:
+        """Hand-overs not stored here, through the topic, in order (topic messages have no
+        `resend`: the broker keeps them for the next owner)."""
+        for held in helds:
+            if held.resend is not None:
+                await held.resend()
 
     def _new_marker(self, partition: int) -> bytes:
         self._fences[partition] = marker = FENCE + os.urandom(8)
