@@ -51,7 +51,7 @@ def reason(st: np.ndarray, season: np.ndarray, y: float, t: float, fell_back: bo
     return WHY_FALLBACK if fell_back else rc.strongest(st, season, y, t) + 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def point_flags(flagged: bool, fell_back: bool, why: int) -> int:
     """A scored point's flags: FLAGGED, FALLBACK and its reason code."""
     return (FLAGGED if flagged else 0) | (FALLBACK if fell_back else 0) | (why << WHY_SHIFT)
@@ -72,7 +72,7 @@ def ph_reset(m: np.ndarray, at: int) -> None:
     m[at + PH_DRIFT] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def ph_update(m: np.ndarray, at: int, x: float, up_only: bool) -> bool:
     """river.drift.PageHinkley.update; True when it detects a drift."""
     if m[at + PH_DRIFT]:
@@ -125,7 +125,7 @@ def fallback(m: np.ndarray, rec: np.ndarray, y: float) -> tuple[float, float, fl
     return rc.z_to_score((y - med) / s), med, med - w, med + w
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def judge(m: np.ndarray, y: float, score: float, expected: float, upper: float) -> float:
     """The score after feedback (a pattern labelled normal never alerts); counts flags."""
     thr = m[THRESH]
@@ -140,7 +140,7 @@ def judge(m: np.ndarray, y: float, score: float, expected: float, upper: float) 
     return score
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def learn(
     m: np.ndarray, rec: np.ndarray, y: float, expected: float, upper: float, fell_back: bool,
     quiet: bool,

@@ -9,6 +9,12 @@ both the object API and the batch kernel call it.
 
 State: one float64 vector per series (indices below), the seasonal profile, a ring of the
 last `window` deseasonalised values, and float32 buffers for the period search.
+
+The small per-point steps are `inline="always"`: a call between compiled functions counts a
+reference up and down (an atomic operation) for every array it passes, and LLVM optimises
+nothing across it. Inlined into the kernel, a settled series' point costs ~0.27 µs rather
+than ~0.38. `learn` stays a call: inlined too, it doubled the first compile (~60 s) for
+~0.02 µs.
 """
 
 from __future__ import annotations
@@ -80,12 +86,14 @@ def reset(st: np.ndarray, period: int, ratio: float) -> None:
     derive(st)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def derive(st: np.ndarray) -> None:
     """What the evidence derives from slowly learned statistics (once per learned point)."""
-    f = min(2.0, max(1.0, (st[TAIL] / GAUSS_TAIL3) ** 0.25))  # heavier tails than Gaussian
+    # heavier tails than Gaussian; the powers only between the clamps (the same values)
+    tail = st[TAIL] / GAUSS_TAIL3
+    f = 1.0 if tail <= 1.0 else (2.0 if tail >= 16.0 else tail**0.25)
     st[TF] = f
-    st[TFL] = f**LONE
+    st[TFL] = 1.0 if f == 1.0 else f**LONE
     # clustered residuals (a random walk) hold fewer independent points: the usual
     # (1 - rho) / (1 + rho) effective-size correction of the wide-point count
     rho = min(0.95, max(0.0, st[LAG1] / st[SQ])) if st[SQ] > 0 else 0.0
@@ -94,7 +102,7 @@ def derive(st: np.ndarray) -> None:
     st[U0] = math.sqrt(m * st[VAR_MEAN] + 0.375)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def scale(st: np.ndarray) -> float:
     # half a typical step: a sparse series (mostly 0, now and then one error) moves in steps,
     # and one ordinary step is not an anomaly however small its usual noise
@@ -106,7 +114,18 @@ def scale(st: np.ndarray) -> float:
     return s if s > 1e-9 else 1e-9
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def wrap(v: float, period: float) -> float:
+    """v % period, without the library call when v is within a cycle past 0 (a cycle
+    position moving on by less than a cycle): there v - period is exact, as fmod's."""
+    if 0.0 <= v < period:
+        return v
+    if period <= v < 2.0 * period:
+        return v - period
+    return v % period
+
+
+@njit(cache=True, inline="always")
 def phase_of(st: np.ndarray, t: float) -> float:
     """The cycle position of a point at time t, skipping the slots of missing points."""
     period = st[PERIOD]
@@ -117,10 +136,10 @@ def phase_of(st: np.ndarray, t: float) -> float:
     skip = 0
     if dt > 1.5 * step and math.isfinite(step):
         skip = min(int(round(dt / step)) - 1, 10 * int(period))
-    return (st[POS] + skip * st[RATIO]) % period
+    return wrap(st[POS] + skip * st[RATIO], period)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def evidence(st: np.ndarray, season: np.ndarray, y: float, t: float) -> tuple:  # type: ignore[type-arg]
     """(z point, z shift, z mid, z var, z drift, z stuck, short, mid, var, r) for y at t,
     without learning it."""
@@ -163,7 +182,7 @@ def evidence(st: np.ndarray, season: np.ndarray, y: float, t: float) -> tuple:  
 NO_EVIDENCE = (0.0,) * 10  # what a point scored during the warm-up (or NaN) has
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def evidence_of(st: np.ndarray, season: np.ndarray, y: float, t: float) -> tuple:  # type: ignore[type-arg]
     """`evidence` when the point is scored (warm, y a number), else NO_EVIDENCE: what `score`
     reads and `learn` may take instead of computing it again."""
@@ -172,7 +191,7 @@ def evidence_of(st: np.ndarray, season: np.ndarray, y: float, t: float) -> tuple
     return evidence(st, season, y, t)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def score_of(st: np.ndarray, y: float, ev: tuple) -> float:  # type: ignore[type-arg]
     """The score of y whose `evidence_of` is ev."""
     if st[N] < st[WARMUP] or y != y:
@@ -203,7 +222,7 @@ def strongest(st: np.ndarray, season: np.ndarray, y: float, t: float) -> int:
     return k
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def band(st: np.ndarray, season: np.ndarray) -> tuple[float, float, float]:
     """(expected, lower, upper) for the next point; infinite while warming up."""
     if st[N] < st[WARMUP]:
@@ -213,7 +232,7 @@ def band(st: np.ndarray, season: np.ndarray) -> tuple[float, float, float]:
     return e, e - w, e + w
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def ring_push(ring: np.ndarray, st: np.ndarray, n_at: int, head_at: int, v: float) -> None:
     """Append to a ring of the last len(ring) values (count and head kept in st)."""
     size = ring.shape[0]
@@ -257,7 +276,7 @@ def rebaseline(st: np.ndarray, rec: np.ndarray, last: int) -> None:
     st[RUN] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def buffer_append(st: np.ndarray, buf: np.ndarray, y: float) -> int:
     """Keep y for the period search (the caller made room). BUF_SEARCH: search now."""
     nb = int(st[NBUF])
@@ -271,7 +290,7 @@ def buffer_append(st: np.ndarray, buf: np.ndarray, y: float) -> int:
     return BUF_SEARCH if search_due(st, n) else BUF_KEPT
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def search_due(st: np.ndarray, n: int) -> bool:
     """Whether the buffer, at n points, is due a period search."""
     given = st[PERIOD_PARAM]
@@ -285,7 +304,7 @@ def search_due(st: np.ndarray, n: int) -> bool:
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def dev_rate(st: np.ndarray) -> float:
     """How fast the noise scale learns: the plain mean of the residuals seen since the warm-up
     (whose median deviation counts as `warmup` of them), then its EW rate. A young series'
@@ -348,7 +367,7 @@ def learn(
     ring_push(rec, st, REC_N, REC_HEAD, y - season_v)
     st[N] = n + 1
     if period:
-        st[POS] = (pos + st[RATIO]) % period
+        st[POS] = wrap(pos + st[RATIO], period)
     if not warm:
         # warm-up: robust statistics of the recent points stand in
         srt = np.sort(ring_last(rec, st, REC_N, REC_HEAD, 0))
@@ -415,7 +434,7 @@ def learn(
     cap = 2 * dd + 0.1
     st[DRIFT_DEV] = dd + 0.1 * a * ((gap if gap < cap else cap) - dd)
     if period:
-        g = 1.0 / (1 + st[SEEN] // period)
+        g = 1.0 / (1 + int(st[SEEN]) // int(period))  # whole counts: the float // exactly
         g = g if g > 0.1 else 0.1
         d = y - level - season_v
         season[phase] += g * (-c if d < -c else (c if d > c else d))
@@ -494,7 +513,7 @@ def learn_many(st: np.ndarray, season: np.ndarray, rec: np.ndarray, ys: np.ndarr
 LEARN_DONE, LEARN_SEARCH, LEARN_REFINE = 0, 1, 2
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def learn_point(
     st: np.ndarray, season: np.ndarray, rec: np.ndarray, buf: np.ndarray, more: np.ndarray,
     y: float, t: float, searched: bool, ev: tuple = None,  # type: ignore[type-arg,assignment]
@@ -521,7 +540,7 @@ def learn_point(
 PY_NONE, PY_GROW, PY_POINT = 0, 1, 2
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def needs_python(st: np.ndarray, buf: np.ndarray, y: float, t: float) -> int:
     """Whether learning y at t needs the object: PY_GROW (the search buffer is full) or PY_POINT (a
     period search or re-fit is due). Checked before anything of the point is done."""
