@@ -1,8 +1,13 @@
 """The producer SDK: typed helpers that batch events into JSON arrays on the raw topic.
 
 One Kafka message carries up to `batch_size` events (faust pays ~85 µs per message, so
-points travel in batches). Every message of one producer carries the same key, so it lands on
-one partition and a series sent by one producer is read in the order it was sent.
+points travel in batches). Each event goes to the partition of its series: the raw partition
+with the number the pipeline's points topic gives the series (`series_id % partitions`). The
+worker that normalizes the batch then owns the series' detect stage too and hands its points
+over in-process, not through the points topic; a series always lands on one partition, so it
+is read in the order it was sent; one producer's events spread over every partition. A batch
+holds one partition's events. With a `key` (or when the topic's partitions cannot be read)
+every message carries one key instead: one partition for all a producer sends.
 `flush()` waits for delivery and returns how many events failed; the context manager flushes
 on exit.
 
@@ -14,13 +19,19 @@ reaches the pipeline; `compression=None` sends plain batches.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
 import orjson
+from pydantic import BaseModel
 
-from ingest.models import DbQuery, Event, MetricPoint, QueueEvent, Span
+from ingest.models import DbQuery, Event, MetricPoint, QueueEvent, Record, Span
+
+log = logging.getLogger(__name__)
+_PARTITIONS_KEPT = 100_000  # metric series' partitions remembered; past it the map starts over
 
 COMPRESSION = "lz4"  # kafka-python's codec name; the lz4 package is a dependency
 
@@ -32,7 +43,8 @@ def _now() -> float:
 
 
 class TelemetryProducer:
-    """Thread-safe batching producer over kafka-python."""
+    """Thread-safe batching producer over kafka-python: events batched per partition of their
+    series, or all under one `key`."""
 
     def __init__(
         self,
@@ -50,7 +62,10 @@ class TelemetryProducer:
 
         self.topic = topic
         self.key = (key or uuid.uuid4().hex).encode()
+        self.by_series = key is None
         self.batch_size = batch_size
+        self._partitions = 0  # the topic's, once read; 0: not yet
+        self._known: dict[tuple[Any, ...], int] = {}  # metric (name, service, labels) → partition
         self._producer = producer or KafkaProducer(
             bootstrap_servers=bootstrap,
             acks="all",
@@ -59,7 +74,7 @@ class TelemetryProducer:
             max_request_size=8 * 1024 * 1024,
             compression_type=compression,
         )
-        self._buf: list[dict[str, Any]] = []
+        self._bufs: dict[int | None, list[dict[str, Any]]] = {}  # partition (None: key) → batch
         # Re-entrant: kafka-python runs a callback at once, on this thread, when the send has
         # already completed, and the callback takes this lock while `_send_locked` holds it.
         self._lock = threading.RLock()
@@ -77,9 +92,11 @@ class TelemetryProducer:
         """Queue one event (a model, or a dict already in the wire shape)."""
         doc = event.model_dump(exclude_defaults=False) if not isinstance(event, dict) else event
         with self._lock:
-            self._buf.append(doc)
-            if len(self._buf) >= self.batch_size:
-                self._send_locked()
+            part = self._partition(event, doc) if self.by_series else None
+            buf = self._bufs.setdefault(part, [])
+            buf.append(doc)
+            if len(buf) >= self.batch_size:
+                self._send_locked(part)
 
     def send_many(self, events: Iterable[Event | dict[str, Any]]) -> None:
         for e in events:
@@ -155,10 +172,57 @@ class TelemetryProducer:
             )
         )
 
-    def _send_locked(self) -> None:
-        batch, self._buf = self._buf, []
+    def _partition(self, event: Event | dict[str, Any], doc: dict[str, Any]) -> int | None:
+        """The partition of the event's series; None (the key's) if the event is not valid
+        (the pipeline dead-letters it) or the topic's partitions cannot be read."""
+        labels = doc.get("labels")
+        key = None
+        if type(labels) is dict and doc.get("kind") == "metric":
+            key = (doc.get("name"), doc.get("service", ""), *labels.items())
+            part = self._known.get(key)
+            if part is not None:
+                return part
+        if not self._partitions:
+            self._partitions = self._count_partitions()
+            if not self._partitions:
+                self.by_series = False
+                return None
+        from streams.normalize import first_series  # the pipeline's side: imported when used
+        from streams.series import series_id
+
+        try:
+            e = event if isinstance(event, BaseModel) else msgspec.convert(doc, Record)
+        except msgspec.ValidationError:
+            return None
+        s = first_series(e)  # type: ignore[arg-type]
+        if s is None:
+            return None
+        part = series_id(s) % self._partitions
+        if key is not None:
+            if len(self._known) >= _PARTITIONS_KEPT:
+                self._known.clear()
+            self._known[key] = part
+        return part
+
+    def _count_partitions(self) -> int:
+        """The topic's partition count, from the client's metadata; 0 if it cannot be read."""
+        ask = getattr(self._producer, "partitions_for", None)
+        try:
+            parts = ask(self.topic) if ask is not None else None
+        except Exception as e:  # noqa: BLE001 - a producer that cannot tell still sends, keyed
+            log.warning("partitions of %s unknown (%s): batches go out under one key",
+                        self.topic, e)  # fmt: skip
+            return 0
+        return len(parts) if parts else 0
+
+    def _send_locked(self, part: int | None) -> None:
+        batch = self._bufs.pop(part)
         n = len(batch)
-        fut = self._producer.send(self.topic, orjson.dumps(batch), key=self.key)
+        value = orjson.dumps(batch)
+        if part is None:
+            fut = self._producer.send(self.topic, value, key=self.key)
+        else:
+            fut = self._producer.send(self.topic, value, partition=part)
         fut.add_callback(self._ok, n)
         fut.add_errback(self._err, n)
 
@@ -175,8 +239,8 @@ class TelemetryProducer:
     def flush(self, timeout: float | None = 30) -> int:
         """Send what is buffered and wait for delivery; returns events failed so far."""
         with self._lock:
-            if self._buf:
-                self._send_locked()
+            for part in list(self._bufs):
+                self._send_locked(part)
         self._producer.flush(timeout=timeout)
         return self.failed
 

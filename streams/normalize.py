@@ -29,6 +29,33 @@ def metric_key(e: AnyEvent) -> tuple[str, str, tuple[tuple[str, str], ...]]:
     return (e.name, e.service, tuple(e.labels.items()))  # type: ignore[union-attr]
 
 
+def span_labels(e: AnyEvent) -> dict[str, str]:
+    return {**e.labels, "operation": e.operation}  # type: ignore[union-attr]
+
+
+def queue_labels(e: AnyEvent) -> dict[str, str]:
+    return {"queue": e.queue, "group": e.group}  # type: ignore[union-attr]
+
+
+def db_labels(e: AnyEvent) -> dict[str, str]:
+    shape = normalize_statement(e.statement)  # type: ignore[union-attr]
+    return {"statement": shape, "fingerprint": fingerprint(shape), "system": e.system}  # type: ignore[union-attr]
+
+
+def first_series(e: AnyEvent) -> Series | None:
+    """The first series `Normalizer.observations` makes of an event, as sent (before
+    redaction): what the producer SDK partitions it by."""
+    if isinstance(e, METRIC):
+        return Series("metric", e.name, e.service, tuple(sorted(e.labels.items())))
+    if isinstance(e, SPAN):
+        return make_series("span", "latency_ms", e.service, **span_labels(e))
+    if isinstance(e, QUEUE):
+        return make_series("queue", "lag", e.service, **queue_labels(e))
+    if isinstance(e, DB):
+        return make_series("db", "latency_ms", e.service, **db_labels(e))
+    return None
+
+
 class Normalizer:
     """Keeps the id of every series it has seen so the hash is computed once per series."""
 
@@ -84,7 +111,7 @@ class Normalizer:
                 s = Series("metric", e.name, e.service, tuple(sorted(e.labels.items())))
                 add(self._sid(s), ts, e.value, AGG_LAST)
             elif isinstance(e, SPAN):
-                labels = {**e.labels, "operation": e.operation}
+                labels = span_labels(e)
                 for name, value, agg in (
                     ("latency_ms", e.duration_ms, AGG_MEAN),
                     ("error_rate", 1.0 if e.status == "error" else 0.0, AGG_MEAN),
@@ -92,15 +119,14 @@ class Normalizer:
                 ):
                     add(self._sid(make_series("span", name, e.service, **labels)), ts, value, agg)
             elif isinstance(e, QUEUE):
-                labels = {"queue": e.queue, "group": e.group}
+                labels = queue_labels(e)
                 s = make_series("queue", "lag", e.service, **labels)
                 add(self._sid(s), ts, e.lag, AGG_LAST)
                 if e.oldest_age_s is not None:
                     s = make_series("queue", "oldest_age_s", e.service, **labels)
                     add(self._sid(s), ts, e.oldest_age_s, AGG_LAST)
             elif isinstance(e, DB):
-                shape = normalize_statement(e.statement)
-                labels = {"statement": shape, "fingerprint": fingerprint(shape), "system": e.system}
+                labels = db_labels(e)
                 for name, value in (("latency_ms", e.duration_ms), ("error_rate", float(e.error))):
                     s = make_series("db", name, e.service, **labels)
                     add(self._sid(s), ts, value, AGG_MEAN)

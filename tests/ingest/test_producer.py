@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import orjson
 from kafka import KafkaProducer
 
 from ingest.producer import TelemetryProducer
@@ -38,3 +39,84 @@ def test_producer_counts_every_event_even_when_acks_beat_the_callbacks(
     t.start()
     t.join(60)
     assert result == [(500, 0)], "the producer deadlocked or lost count"
+
+
+def _read_all(bootstrap: str, topic: str, partitions: int) -> dict[int, list[list[dict]]]:
+    """Every message of the topic, decoded, by partition (in each partition's order)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    ends = c.end_offsets(tps)
+    out: dict[int, list[list[dict]]] = {p: [] for p in range(partitions)}
+    while any(c.position(tp) < ends[tp] for tp in tps):
+        for tp, recs in c.poll(timeout_ms=1000).items():
+            out[tp.partition] += [orjson.loads(r.value) for r in recs]
+    c.close()
+    return out
+
+
+def test_events_go_to_the_partition_the_pipeline_gives_their_series(broker, make_settings) -> None:  # type: ignore[no-untyped-def]
+    """Without a key, each event lands on the raw partition with the number of its series'
+    points partition (so normalize and detect of a series meet in one worker), every series on
+    one partition in the order sent, and one producer's events spread over all partitions."""
+    from ingest.models import RECORDS
+    from streams.normalize import Normalizer
+
+    s = make_settings()
+    n_parts = s.topics.partitions
+    ensure_topics(broker.bootstrap, {s.topics.raw: n_parts})
+    with TelemetryProducer(broker.bootstrap, s.topics.raw, batch_size=7) as p:
+        for r in range(6):
+            for i in range(40):
+                p.metric(f"m{i % 3}", float(r), ts=1_700_000_000 + r, service=f"s{i % 5}",
+                         host=f"h{i}", zone="z1")  # fmt: skip
+            p.span("checkout", f"op{r % 2}", 12.0 + r, ts=1_700_000_000 + r, region="eu")
+            p.queue("orders", float(r), group="g", ts=1_700_000_000 + r, service="shop")
+            p.db("shop", f"SELECT * FROM t WHERE id = {r}", 3.0, ts=1_700_000_000 + r)
+            # a dict in the wire shape, labels in another order than the first time
+            p.send({"kind": "metric", "name": "m0", "value": 1.0, "ts": 1_700_000_000 + r,
+                    "service": "s0", "labels": {"zone": "z1", "host": "h0"}})  # fmt: skip
+    assert p.sent == 6 * 44 and p.failed == 0
+    got = _read_all(broker.bootstrap, s.topics.raw, n_parts)
+    norm = Normalizer()
+    seen: dict[int, int] = {}  # series id → the partition it was read from
+    last_ts: dict[int, float] = {}
+    for part, messages in got.items():
+        for batch in messages:
+            assert len(batch) <= 7
+            events = RECORDS.decode(orjson.dumps(batch))
+            for e in events:
+                sid = norm.observations([e])[0].series_id  # the first series, as normalized
+                assert sid % n_parts == part, "an event off its series' points partition"
+                assert seen.setdefault(sid, part) == part
+                assert e.ts >= last_ts.get(sid, 0.0), "a series out of order"
+                last_ts[sid] = e.ts
+    assert sum(len(b) for m in got.values() for b in m) == 6 * 44
+    assert all(got[p] for p in range(n_parts)), "one producer's events all on one partition"
+
+
+def test_a_key_puts_everything_a_producer_sends_on_one_partition(broker, make_settings) -> None:  # type: ignore[no-untyped-def]
+    s = make_settings()
+    ensure_topics(broker.bootstrap, {s.topics.raw: 4})
+    with TelemetryProducer(broker.bootstrap, s.topics.raw, batch_size=10, key="host-7") as p:
+        for i in range(100):
+            p.metric("m", float(i), ts=1_700_000_000 + i, host=f"h{i}")
+    got = _read_all(broker.bootstrap, s.topics.raw, 4)
+    used = [part for part, messages in got.items() if messages]
+    assert len(used) == 1 and sum(len(b) for b in got[used[0]]) == 100
+    assert [e["value"] for b in got[used[0]] for e in b] == [float(i) for i in range(100)]
+
+
+def test_a_client_that_cannot_tell_partitions_sends_under_one_key() -> None:
+    """The offline replay's collector has no metadata: the producer batches as keyed."""
+    from stormwatch.simulate import Collector
+
+    collector = Collector()
+    with TelemetryProducer("", producer=collector, batch_size=3) as p:
+        for i in range(7):
+            p.metric("m", float(i), ts=1_700_000_000 + i, host=f"h{i}")
+    assert not p.by_series
+    assert [len(orjson.loads(m)) for m in collector.take()] == [3, 3, 1]
