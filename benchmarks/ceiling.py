@@ -47,7 +47,9 @@ PARTITIONS = 4
 
 class StreamSpec(BaseModel):
     """A stream of metric points: `series` series, `points` in all, one point per series per
-    second of event time, sent by `producers` SDK producers (each keyed to one partition)."""
+    second of event time, sent by `producers` SDK producers: each event to its series'
+    partition (the SDK's default), or with `keyed` each producer to one partition (an SDK
+    producer given a key)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -55,6 +57,7 @@ class StreamSpec(BaseModel):
     points: int = Field(300_000, ge=1)
     producers: int = Field(4, ge=1)
     batch: int = Field(500, ge=1, description="events per Kafka message (the SDK's batch)")
+    keyed: bool = False
 
     @property
     def rounds(self) -> int:
@@ -118,10 +121,8 @@ def produce_stream(
     from ingest.producer import TelemetryProducer
 
     rng = random.Random(7 + first_round)
-    prods = [
-        TelemetryProducer(bootstrap, topic, batch_size=spec.batch, key=k)
-        for k in partition_keys(spec.producers)
-    ]
+    keys = partition_keys(spec.producers) if spec.keyed else [None] * spec.producers
+    prods = [TelemetryProducer(bootstrap, topic, batch_size=spec.batch, key=k) for k in keys]
     t0 = time.perf_counter()
     sent = 0
     for r in range(first_round, first_round + spec.rounds):

@@ -296,6 +296,7 @@ def run_pipeline(
         "bench": "pipeline",
         "workers": workers,
         "resumed": resumed,
+        "keyed": spec.keyed,
         "series_resumed": resumed_states,
         "points": spec.points,
         "series": spec.series,
@@ -323,13 +324,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", type=Path, help="write py-spy raw stacks of `up` here")
     p.add_argument("--gil", action="store_true", help="profile only the GIL holder's stacks")
     p.add_argument("--log", type=Path, help="keep the pipeline's log here")
+    p.add_argument("--keyed", action="store_true",
+                   help="each producer keyed to one partition, not each event to its "
+                        "series' partition: points another worker detects hop a topic")  # fmt: skip
     p.add_argument("--resumed", action="store_true",
                    help="time a restart on the stream's continuation, every series' detector "
                         "resumed from the checkpoints of a first run (settled series)")  # fmt: skip
     a = p.parse_args(argv)
     if a.resumed and a.points % a.series:
         p.error("--resumed needs --points to be a whole number of rounds (a multiple of --series)")
-    spec = StreamSpec(series=a.series, points=a.points)
+    spec = StreamSpec(series=a.series, points=a.points, keyed=a.keyed)
     out = run_pipeline(spec, a.workers, a.profile, a.log, a.gil, a.resumed)
     print(orjson.dumps(out).decode())
     return 0 if out["check"]["ok"] else 1
