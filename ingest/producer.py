@@ -88,6 +88,12 @@ class TelemetryProducer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def buffered(self) -> int:
+        """Events queued here, not yet handed to the client."""
+        with self._lock:
+            return sum(map(len, self._bufs.values()))
+
     def send(self, event: Event | dict[str, Any]) -> None:
         """Queue one event (a model, or a dict already in the wire shape)."""
         doc = event.model_dump(exclude_defaults=False) if not isinstance(event, dict) else event
@@ -185,6 +191,7 @@ class TelemetryProducer:
         if not self._partitions:
             self._partitions = self._count_partitions()
             if not self._partitions:
+                log.warning("partitions of %s unknown: batches go out under one key", self.topic)
                 self.by_series = False
                 return None
         from streams.normalize import first_series  # the pipeline's side: imported when used
@@ -210,8 +217,7 @@ class TelemetryProducer:
         try:
             parts = ask(self.topic) if ask is not None else None
         except Exception as e:  # noqa: BLE001 - a producer that cannot tell still sends, keyed
-            log.warning("partitions of %s unknown (%s): batches go out under one key",
-                        self.topic, e)  # fmt: skip
+            log.warning("reading the partitions of %s failed: %s", self.topic, e)
             return 0
         return len(parts) if parts else 0
 

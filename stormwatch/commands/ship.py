@@ -46,7 +46,7 @@ def ship_lines(lines: IO[bytes], producer: TelemetryProducer, *, total_bytes: in
         if progress and now - last >= 0.5:
             last = now
             pct = f" {100 * done_bytes / total_bytes:5.1f}%" if total_bytes else ""
-            queued = producer.sent + len(producer._buf)
+            queued = producer.sent + producer.buffered
             progress.write(f"\rshipping{pct}: {queued} events, {invalid} invalid, "
                            f"{queued / (now - start):,.0f}/s   ")  # fmt: skip
             progress.flush()
