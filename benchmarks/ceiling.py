@@ -97,19 +97,10 @@ def expected_ids(spec: StreamSpec, start_s: float) -> dict[int, tuple[int, int, 
 
 def partition_keys(n: int, partitions: int = PARTITIONS) -> list[str]:
     """`n` producer keys that kafka-python's default partitioner spreads over all partitions."""
-    from kafka.partitioner.default import murmur2
+    from ingest.topics import partition_keys as keys_by_partition
 
-    keys: list[str] = []
-    want = [k % partitions for k in range(n)]
-    i = 0
-    while want:
-        key = f"bench-producer-{i}"
-        p = (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
-        if p in want:
-            want.remove(p)
-            keys.append(key)
-        i += 1
-    return keys
+    keys = keys_by_partition(partitions, "bench-producer-")
+    return [keys[k % partitions].decode() for k in range(n)]
 
 
 def produce_stream(

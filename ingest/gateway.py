@@ -2,9 +2,11 @@
 
 OTLP bodies (protobuf or JSON, optionally gzip) are validated and forwarded to the OTLP topics
 as the Collector's Kafka exporter writes them (`otlp_proto`, one message per resource, keyed by
-`service.name`). A request is answered 200 only after Kafka acknowledged every message; when it
-cannot, the answer is 503 with Retry-After (delivery is at least once: a client retry after a
-timeout may duplicate). Without a token the gateway listens on loopback only.
+`service.name`). `/ingest` events go to the raw topic placed by series, as the producer SDK
+places them (each under a key that lands on its series' partition). A request is answered 200
+only after Kafka acknowledged every message; when it cannot, the answer is 503 with
+Retry-After (delivery is at least once: a client retry after a timeout may duplicate).
+Without a token the gateway listens on loopback only.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from ingest.decode import decode_json
 from ingest.models import Event
 from ingest.otlp import UNKNOWN_SERVICE, attr_map, parse_request
 from ingest.producer import COMPRESSION
+from ingest.topics import partition_keys
 from stormwatch.settings import StormwatchSettings
 
 log = logging.getLogger("stormwatch.gateway")
@@ -286,6 +289,7 @@ def create_app(
         settings.bootstrap(), gw.kafka_timeout_s, max(gw.max_body_bytes, gw.max_message_bytes)
     )
     topics = settings.topics
+    raw_keys = partition_keys(topics.partitions)  # the raw topic's, as `up` creates it
     token = gw.token.get_secret_value().encode() if gw.token is not None else b""
 
     @contextlib.asynccontextmanager
@@ -360,7 +364,7 @@ def create_app(
         if not good and not rejected:
             raise HTTPException(400, "empty body: send JSON lines, one event or array per line")
         if good:
-            await forward(topics.raw, batches_by_service(good, gw.ingest_batch_size))
+            await forward(topics.raw, batches_by_series(good, gw.ingest_batch_size, raw_keys))
         body = {"accepted": len(good), "rejected": rejected, "errors": errors}
         return JSONResponse(body, 200 if good else 400)
 
@@ -387,14 +391,22 @@ def decode_lines(raw: bytes, max_errors: int) -> tuple[list[Event], int, list[di
     return good, rejected, errors
 
 
-def batches_by_service(events: Sequence[Event], size: int) -> list[tuple[bytes | None, bytes]]:
-    """JSON arrays of at most `size` events, keyed by service so a series stays in order."""
-    by_service: dict[str, list[dict[str, Any]]] = defaultdict(list)
+def batches_by_series(
+    events: Sequence[Event], size: int, keys: Sequence[bytes]
+) -> list[tuple[bytes | None, bytes]]:
+    """JSON arrays of at most `size` events, each under the key (`keys[p]`, one a partition)
+    that lands it on its series' partition, as the producer SDK places events: a series stays
+    in order, and its normalize and detect stages meet in one worker."""
+    from streams.normalize import first_series
+    from streams.series import series_id
+
+    by_part: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for e in events:
-        by_service[e.service].append(e.model_dump())
+        s = first_series(e)
+        by_part[series_id(s) % len(keys) if s is not None else 0].append(e.model_dump())
     return [
-        (service.encode(), orjson.dumps(docs[i : i + size]))
-        for service, docs in by_service.items()
+        (keys[p], orjson.dumps(docs[i : i + size]))
+        for p, docs in by_part.items()
         for i in range(0, len(docs), size)
     ]
 

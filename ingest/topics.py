@@ -1,4 +1,5 @@
-"""Topic admin: create the pipeline's topics if they are missing."""
+"""Topic admin: create the pipeline's topics if they are missing; keys that land on a chosen
+partition."""
 
 from __future__ import annotations
 
@@ -32,3 +33,18 @@ def ensure_topics(bootstrap: str, names: dict[str, int], timeout_s: float = 30.0
                 pass
     finally:
         admin.close()
+
+
+def partition_keys(partitions: int, prefix: str = "p") -> list[bytes]:
+    """Key i lands on partition i under Kafka's default partitioner (murmur2, as kafka-python
+    and the Java client hash a key): a sender that can only key its messages still places
+    them on the partition it wants."""
+    from kafka.partitioner.default import murmur2
+
+    keys: dict[int, bytes] = {}
+    i = 0
+    while len(keys) < partitions:
+        key = f"{prefix}{i}".encode()
+        keys.setdefault((murmur2(key) & 0x7FFFFFFF) % partitions, key)
+        i += 1
+    return [keys[p] for p in range(partitions)]

@@ -162,9 +162,52 @@ def test_gateway_ingest_forwards_valid_lines_and_reports_bad_ones(client, settin
     assert "value" in body["errors"][1]["reason"]
     (topic, msgs), = rec.sent  # fmt: skip
     assert topic == settings.topics.raw
-    assert sorted(k for k, _ in msgs) == [b"api", b"web"]
     events = [e for _, v in msgs for e in EVENTS.validate_json(v)]
     assert sorted(e.kind for e in events) == ["metric", "span"]
+    assert_placed_by_series(msgs, settings.topics.partitions)
+
+
+def assert_placed_by_series(msgs: list[tuple[bytes | None, bytes]], partitions: int) -> None:
+    """Each message's key lands it (Kafka's default partitioner) on the points partition of
+    every event's first series, as the normalizer computes it."""
+    from kafka.partitioner.default import murmur2
+
+    from ingest.models import RECORDS
+    from streams.normalize import Normalizer
+
+    norm = Normalizer()
+    for key, value in msgs:
+        assert key is not None
+        part = (murmur2(key) & 0x7FFFFFFF) % partitions
+        for e in RECORDS.decode(value):
+            assert norm.observations([e])[0].series_id % partitions == part
+
+
+def test_gateway_ingest_places_each_series_on_its_partition_across_requests(
+    client, settings
+) -> None:  # type: ignore[no-untyped-def]
+    """Events of many series in two requests: every message lands on its series' partition,
+    and a series sent twice goes under the same key both times (so it stays in order)."""
+    c, rec = client
+
+    def body(r: int) -> bytes:
+        return b"\n".join(
+            orjson.dumps({"kind": "metric", "name": f"m{i % 3}", "value": r,
+                          "ts": 1_790_000_000 + r, "service": f"s{i % 4}",
+                          "labels": {"host": f"h{i}"}})
+            for i in range(40)
+        )  # fmt: skip
+
+    for r in range(2):
+        assert c.post("/ingest", content=body(r), headers=AUTH).status_code == 200
+    keys: dict[tuple[str, str], set[bytes | None]] = {}
+    for _, msgs in rec.sent:
+        assert_placed_by_series(msgs, settings.topics.partitions)
+        for key, value in msgs:
+            for e in orjson.loads(value):
+                keys.setdefault((e["name"], e["labels"]["host"]), set()).add(key)
+    assert len(keys) == 40 and all(len(k) == 1 for k in keys.values())
+    assert len({k for ks in keys.values() for k in ks}) == settings.topics.partitions
 
 
 def test_gateway_ingest_all_invalid_or_empty_is_400(client) -> None:  # type: ignore[no-untyped-def]
