@@ -9,8 +9,7 @@ is read in the order it was sent; one producer's events spread over every partit
 holds one partition's events. With a `key` (or when the topic's partitions cannot be read)
 every message carries one key instead: one partition for all a producer sends.
 `flush()` waits for delivery and returns how many events failed; the context manager flushes
-on exit. A batch a slow stream fills goes out anyway once its oldest event waited `linger_s`
-(checked when an event is sent): per-partition batches fill `partitions` times slower than one.
+on exit.
 
 Batches are LZ4-compressed by default: a batch of 500 metric events is 4.4x smaller, so the
 broker stores and serves a quarter of the bytes and the pipeline's consumer reads them for
@@ -22,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,6 +37,8 @@ COMPRESSION = "lz4"  # kafka-python's codec name; the lz4 package is a dependenc
 
 
 def _now() -> float:
+    import time
+
     return time.time()
 
 
@@ -55,7 +55,6 @@ class TelemetryProducer:
         producer: Any = None,
         key: str | None = None,
         compression: str | None = COMPRESSION,
-        linger_s: float | None = 1.0,
     ) -> None:
         import uuid
 
@@ -65,8 +64,6 @@ class TelemetryProducer:
         self.key = (key or uuid.uuid4().hex).encode()
         self.by_series = key is None
         self.batch_size = batch_size
-        self.linger_s = linger_s
-        self._since = 0.0  # when the oldest event still buffered was sent (0: none buffered)
         self._partitions = 0  # the topic's, once read; 0: not yet
         self._known: dict[tuple[Any, ...], int] = {}  # metric (name, service, labels) → partition
         self._producer = producer or KafkaProducer(
@@ -106,12 +103,6 @@ class TelemetryProducer:
             buf.append(doc)
             if len(buf) >= self.batch_size:
                 self._send_locked(part)
-            if self.linger_s is not None:
-                now = time.monotonic()
-                if not self._since:
-                    self._since = now
-                elif now - self._since >= self.linger_s:
-                    self._send_all_locked()
 
     def send_many(self, events: Iterable[Event | dict[str, Any]]) -> None:
         for e in events:
@@ -230,14 +221,8 @@ class TelemetryProducer:
             return 0
         return len(parts) if parts else 0
 
-    def _send_all_locked(self) -> None:
-        for part in list(self._bufs):
-            self._send_locked(part)
-
     def _send_locked(self, part: int | None) -> None:
         batch = self._bufs.pop(part)
-        if not self._bufs:
-            self._since = 0.0  # the next event starts the wait
         n = len(batch)
         value = orjson.dumps(batch)
         if part is None:
@@ -260,7 +245,8 @@ class TelemetryProducer:
     def flush(self, timeout: float | None = 30) -> int:
         """Send what is buffered and wait for delivery; returns events failed so far."""
         with self._lock:
-            self._send_all_locked()
+            for part in list(self._bufs):
+                self._send_locked(part)
         self._producer.flush(timeout=timeout)
         return self.failed
 

@@ -120,24 +120,3 @@ def test_a_client_that_cannot_tell_partitions_sends_under_one_key() -> None:
             p.metric("m", float(i), ts=1_700_000_000 + i, host=f"h{i}")
     assert not p.by_series
     assert [len(orjson.loads(m)) for m in collector.take()] == [3, 3, 1]
-
-
-def test_a_batch_a_slow_stream_fills_goes_out_after_linger() -> None:
-    """Events trickling in go out once the oldest waited `linger_s`, without a flush; a full
-    batch goes at once."""
-    import time
-
-    from stormwatch.simulate import Collector
-
-    collector = Collector()
-    p = TelemetryProducer("", producer=collector, batch_size=100, linger_s=0.3)
-    for i in range(3):
-        p.metric("m", float(i), ts=1_700_000_000 + i)
-    assert collector.take() == [] and p.buffered == 3
-    time.sleep(0.35)
-    p.metric("m", 3.0, ts=1_700_000_003)  # the oldest has waited past linger_s
-    assert [len(orjson.loads(m)) for m in collector.take()] == [4] and p.buffered == 0
-    p.metric("m", 4.0, ts=1_700_000_004)  # a new wait starts with it
-    assert collector.take() == [] and p.buffered == 1
-    p.close()
-    assert [len(orjson.loads(m)) for m in collector.take()] == [1]
