@@ -397,13 +397,11 @@ def batches_by_series(
     """JSON arrays of at most `size` events, each under the key (`keys[p]`, one a partition)
     that lands it on its series' partition, as the producer SDK places events: a series stays
     in order, and its normalize and detect stages meet in one worker."""
-    from streams.normalize import first_series
-    from streams.series import series_id
+    from streams.normalize import series_partition
 
     by_part: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for e in events:
-        s = first_series(e)
-        by_part[series_id(s) % len(keys) if s is not None else 0].append(e.model_dump())
+        by_part[series_partition(e, len(keys)) or 0].append(e.model_dump())
     return [
         (keys[p], orjson.dumps(docs[i : i + size]))
         for p, docs in by_part.items()

@@ -194,18 +194,14 @@ class TelemetryProducer:
                 log.warning("partitions of %s unknown: batches go out under one key", self.topic)
                 self.by_series = False
                 return None
-        from streams.normalize import first_series  # the pipeline's side: imported when used
-        from streams.series import series_id
+        from streams.normalize import series_partition  # the pipeline's side: when used
 
         try:
             e = event if isinstance(event, BaseModel) else msgspec.convert(doc, Record)
         except msgspec.ValidationError:
             return None
-        s = first_series(e)  # type: ignore[arg-type]
-        if s is None:
-            return None
-        part = series_id(s) % self._partitions
-        if key is not None:
+        part = series_partition(e, self._partitions)  # type: ignore[arg-type]
+        if part is not None and key is not None:
             if len(self._known) >= _PARTITIONS_KEPT:
                 self._known.clear()
             self._known[key] = part
@@ -213,9 +209,8 @@ class TelemetryProducer:
 
     def _count_partitions(self) -> int:
         """The topic's partition count, from the client's metadata; 0 if it cannot be read."""
-        ask = getattr(self._producer, "partitions_for", None)
         try:
-            parts = ask(self.topic) if ask is not None else None
+            parts = self._producer.partitions_for(self.topic)
         except Exception as e:  # noqa: BLE001 - a producer that cannot tell still sends, keyed
             log.warning("reading the partitions of %s failed: %s", self.topic, e)
             return 0
@@ -224,11 +219,8 @@ class TelemetryProducer:
     def _send_locked(self, part: int | None) -> None:
         batch = self._bufs.pop(part)
         n = len(batch)
-        value = orjson.dumps(batch)
-        if part is None:
-            fut = self._producer.send(self.topic, value, key=self.key)
-        else:
-            fut = self._producer.send(self.topic, value, partition=part)
+        key = self.key if part is None else None
+        fut = self._producer.send(self.topic, orjson.dumps(batch), key=key, partition=part)
         fut.add_callback(self._ok, n)
         fut.add_errback(self._err, n)
 

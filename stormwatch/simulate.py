@@ -69,6 +69,10 @@ class Collector:
         self.messages.append(value)
         return _Delivered(self._callbacks)
 
+    def partitions_for(self, topic: str) -> None:
+        """No metadata: a producer over the collector sends under its key."""
+        return None
+
     def flush(self, timeout: float | None = None) -> None:
         done, self._callbacks = self._callbacks, []
         for fn in done:

@@ -56,6 +56,13 @@ def first_series(e: AnyEvent) -> Series | None:
     return None
 
 
+def series_partition(e: AnyEvent, partitions: int) -> int | None:
+    """The partition of the event's first series, as the points topic numbers them: where
+    the producer SDK and the gateway place an event."""
+    s = first_series(e)
+    return None if s is None else series_id(s) % partitions
+
+
 class Normalizer:
     """Keeps the id of every series it has seen so the hash is computed once per series."""
 
@@ -108,8 +115,7 @@ class Normalizer:
                 continue
             ts = int(e.ts * 1000)
             if isinstance(e, METRIC):
-                s = Series("metric", e.name, e.service, tuple(sorted(e.labels.items())))
-                add(self._sid(s), ts, e.value, AGG_LAST)
+                add(self._sid(first_series(e)), ts, e.value, AGG_LAST)  # type: ignore[arg-type]
             elif isinstance(e, SPAN):
                 labels = span_labels(e)
                 for name, value, agg in (
