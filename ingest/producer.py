@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -66,6 +66,7 @@ class TelemetryProducer:
         self.batch_size = batch_size
         self._partitions = 0  # the topic's, once read; 0: not yet
         self._known: dict[tuple[Any, ...], int] = {}  # metric (name, service, labels) → partition
+        self._place: Callable[[Any, int], int | None] | None = None  # once partitions are known
         self._producer = producer or KafkaProducer(
             bootstrap_servers=bootstrap,
             acks="all",
@@ -188,19 +189,20 @@ class TelemetryProducer:
             part = self._known.get(key)
             if part is not None:
                 return part
-        if not self._partitions:
+        if self._place is None:
             self._partitions = self._count_partitions()
             if not self._partitions:
                 log.warning("partitions of %s unknown: batches go out under one key", self.topic)
                 self.by_series = False
                 return None
-        from streams.normalize import series_partition  # the pipeline's side: when used
+            from streams.normalize import series_partition  # the pipeline's side, imported once
 
+            self._place = series_partition
         try:
             e = event if isinstance(event, BaseModel) else msgspec.convert(doc, Record)
         except msgspec.ValidationError:
             return None
-        part = series_partition(e, self._partitions)  # type: ignore[arg-type]
+        part = self._place(e, self._partitions)
         if part is not None and key is not None:
             if len(self._known) >= _PARTITIONS_KEPT:
                 self._known.clear()
