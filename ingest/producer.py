@@ -67,6 +67,9 @@ class TelemetryProducer:
         self._partitions = 0  # the topic's, once read; 0: not yet
         self._known: dict[tuple[Any, ...], int] = {}  # metric (name, service, labels) → partition
         self._place: Callable[[Any, int], int | None] | None = None  # once partitions are known
+        # Read the partitions at the next event: True at first, None once unknown (keyed),
+        # False again after a delivery (then the client holds the topic's metadata).
+        self._ask: bool | None = True
         self._producer = producer or KafkaProducer(
             bootstrap_servers=bootstrap,
             acks="all",
@@ -190,10 +193,16 @@ class TelemetryProducer:
             if part is not None:
                 return part
         if self._place is None:
+            if self._ask is None:
+                return None
             self._partitions = self._count_partitions()
             if not self._partitions:
-                log.warning("partitions of %s unknown: batches go out under one key", self.topic)
-                self.by_series = False
+                # Keyed until a batch is delivered: the client then holds the topic's metadata
+                # (no blocking read per event while the broker is away or the topic missing).
+                if self._ask is True:  # said once: an offline collector never knows them
+                    log.warning("partitions of %s unknown: batches go out under one key, "
+                                "asked again once one is delivered", self.topic)  # fmt: skip
+                self._ask = None
                 return None
             from streams.normalize import series_partition  # the pipeline's side, imported once
 
@@ -229,6 +238,8 @@ class TelemetryProducer:
     def _ok(self, n: int, _meta: object) -> None:
         with self._lock:
             self.sent += n
+            if self._ask is None:
+                self._ask = False  # delivered: the partitions can be read now
 
     def _err(self, n: int, exc: BaseException) -> None:
         with self._lock:

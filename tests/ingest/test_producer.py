@@ -118,5 +118,50 @@ def test_a_client_that_cannot_tell_partitions_sends_under_one_key() -> None:
     with TelemetryProducer("", producer=collector, batch_size=3) as p:
         for i in range(7):
             p.metric("m", float(i), ts=1_700_000_000 + i, host=f"h{i}")
-    assert not p.by_series
-    assert [len(orjson.loads(m)) for m in collector.take()] == [3, 3, 1]
+    assert [len(orjson.loads(m)) for m in collector.take()] == [3, 3, 1]  # one buffer
+
+
+class MetadataLate(KafkaProducer):
+    """The real client, whose first read of a topic's partitions fails (the broker was away
+    or the topic not yet created when the producer's first event came)."""
+
+    reads = 0
+
+    def partitions_for(self, topic):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        if self.reads == 1:
+            raise TimeoutError("metadata not available")
+        return super().partitions_for(topic)
+
+
+def test_a_producer_that_could_not_read_partitions_places_by_series_once_it_delivers(
+    broker, make_settings
+) -> None:  # type: ignore[no-untyped-def]
+    """Its first batch goes out under its key; once one is delivered it reads the partitions
+    again and places every later event on its series' partition, all partitions in use."""
+    import msgspec
+
+    from ingest.models import Record
+    from streams.normalize import series_partition
+
+    s = make_settings()
+    n_parts = s.topics.partitions
+    ensure_topics(broker.bootstrap, {s.topics.raw: n_parts})
+    client = MetadataLate(bootstrap_servers=broker.bootstrap)
+    with TelemetryProducer(broker.bootstrap, s.topics.raw, batch_size=5, producer=client) as p:
+        for i in range(5):
+            p.metric("m", float(i), ts=1_700_000_000, host=f"h{i}")
+        p.flush()
+        for r in range(3):
+            for i in range(40):
+                p.metric("m", float(r), ts=1_700_000_001 + r, host=f"h{i}")
+    assert p.sent == 125 and p.failed == 0 and client.reads == 2
+    got = _read_all(broker.bootstrap, s.topics.raw, n_parts)
+    first = [part for part, messages in got.items()
+             if messages and messages[0][0]["ts"] == 1_700_000_000]  # fmt: skip
+    assert len(first) == 1 and len(got[first[0]][0]) == 5  # keyed: one batch, one partition
+    later = [(part, e) for part, messages in got.items() for b in messages for e in b
+             if e["ts"] > 1_700_000_000]  # fmt: skip
+    assert len(later) == 120
+    assert all(series_partition(msgspec.convert(e, Record), n_parts) == part for part, e in later)
+    assert {part for part, _ in later} == set(range(n_parts))
