@@ -51,7 +51,7 @@ from streams.services import (
     service_partition,
 )
 from streams.sink import ClickHouseSink
-from streams.tuning import MAX_MESSAGE_BYTES, prompt_fetches
+from streams.tuning import MAX_MESSAGE_BYTES, ordered_commits, prompt_fetches
 from streams.wire import (
     Points,
     PointsDecoder,
@@ -136,6 +136,7 @@ def build_app(
     """The faust app for these settings, writing through `store`; `on_episodes` sees each
     batch of episode changes after it is written."""
     prompt_fetches()
+    ordered_commits()
     t = settings.topics
     stats = stats or Stats()
     db = settings.database

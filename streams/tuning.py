@@ -38,6 +38,41 @@ def prompt_fetches(max_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
 
 
+def ordered_commits() -> None:
+    """Make faust commit no partition past its oldest message a stream took and has not acked.
+
+    faust commits the first run of consecutive acked offsets and guards the head of that run
+    only when the partition has a committed offset and then off by one (docs/reliability.md,
+    "Commits past a message in flight"). Our stages ack out of order (a raw batch waits for its
+    rows, a window for its close), so a later batch acked first was committed past the earlier
+    one: a crash then lost it. Idempotent; affects every faust consumer in this process."""
+    from faust.transport.consumer import Consumer
+
+    if getattr(Consumer._filter_committable_offsets, "stormwatch_ordered", False):
+        return
+
+    def filter_committable_offsets(self: Any, tps: Any) -> dict[Any, int]:
+        committed = self._committed_offset
+        heads: dict[Any, int] = {}  # per partition, the oldest offset taken and not acked
+        for m in list(self._unacked_messages):
+            c = committed.get(m.tp)
+            # below the commit: acked after a commit passed it, and never cleared from the set
+            if (c is None or m.offset >= c) and m.offset < heads.get(m.tp, m.offset + 1):
+                heads[m.tp] = m.offset
+        out: dict[Any, int] = {}
+        for tp in tps:
+            head, acked = heads.get(tp), self._acked[tp]
+            if head is not None and acked and min(acked) > head:
+                continue  # what is acked lies past a message still in flight: commit nothing
+            offset = self._new_offset(tp)
+            if offset is not None and self._should_commit(tp, offset):
+                out[tp] = offset
+        return out
+
+    filter_committable_offsets.stormwatch_ordered = True  # type: ignore[attr-defined]
+    Consumer._filter_committable_offsets = filter_committable_offsets  # type: ignore[method-assign]
+
+
 def quiet_gc() -> Callable[[], None]:
     """Move what start-up allocated out of the collector's way and collect young objects
     less often: the hot path allocates many short-lived objects (DESIGN.md: default GC costs
