@@ -40,6 +40,7 @@ from stormwatch.settings import StormwatchSettings
 from stormwatch.store import Store, StoreError, preload_insert_path
 from streams.columns import POINT_COLUMNS
 from streams.detect import DRIFT_COLUMNS, SHADOW_COLUMNS, DetectStage
+from streams.gaps import OffsetGaps
 from streams.normalize import KnownMetrics, Normalizer
 from streams.runner import Modulo, SourceAcks, StageRunner, write_with_retry
 from streams.services import (
@@ -175,6 +176,25 @@ def build_app(
     known = KnownMetrics()  # metric series seen before skip redact + normalize
     points_encoder = PointsEncoder(normalizer.meta)  # each series' metadata encoded once
 
+    gaps = OffsetGaps()  # source offsets no agent took: warned, counted in health
+
+    async def forget_gaps(sender: object, revoked: set[Any], **kw: Any) -> None:
+        gaps.forget(revoked)
+
+    async def read_from(tp: Any) -> int | None:
+        """The offset this worker began reading `tp` at: the committed one (faust reads it
+        before it fetches), else the partition's first retained (a new group reads from it)."""
+        committed = app.consumer._committed_offset.get(tp)
+        if committed is not None:
+            return int(committed)
+        try:
+            return (await app.consumer.earliest_offsets(tp)).get(tp)
+        except Exception as e:  # noqa: BLE001 - only the check is lost, never the message
+            log.warning("%s: first offset unknown, its head goes unchecked: %s", tp, e)
+            return None
+
+    app.on_partitions_revoked.connect(forget_gaps)
+
     async def send_points(partition: int, cols: Points) -> None:
         await points_topic.send(value=points_encoder.encode_columns(cols.columns),
                                 partition=partition)  # fmt: skip
@@ -188,6 +208,9 @@ def build_app(
         chunks: list[Points] = []  # each message's points, in stream order
         for ev in events:
             msg = ev.message
+            if not gaps.tracks(msg.topic, msg.partition):
+                gaps.start(msg.topic, msg.partition, await read_from(msg.tp))
+            gaps.see(msg.topic, msg.partition, msg.offset)
             try:
                 good, bad = decode(ev.value)
                 taken, rest = known.take(good)  # metric series seen before: no more work
@@ -212,6 +235,7 @@ def build_app(
         stats.values["normalize.unmodeled"] = guard.unmodeled
         stats.values["normalize.redacted"] = redactor.redacted
         stats.values["normalize.series"] = guard.series
+        stats.values["normalize.skipped_offsets"] = gaps.skipped
         acks = SourceAcks(stream, events)
         async with detect.handing:
             if detect.stopping:  # a stop's checkpoint is being taken: replay it after a restart

@@ -68,8 +68,13 @@ def collect(store: Store, db: str, now: datetime | None = None) -> Frame:
     dead = store.query(
         f"SELECT count() FROM {db}.dlq WHERE ts >= fromUnixTimestamp({int(t) - 300})"
     ).rows[0][0]
+    skipped = store.query(  # source offsets never normalized (streams.gaps): rare, so an hour
+        f"""SELECT sum(value) FROM {db}.health WHERE stage = 'normalize'
+              AND metric = 'skipped_offsets' AND ts >= fromUnixTimestamp({int(t) - 3600})"""
+    ).rows[0][0]
     health = {k: float(v or 0) for k, v in h.items()}
-    health |= {"series": float(series or 0), "dead_5m": float(dead)}
+    health |= {"series": float(series or 0), "dead_5m": float(dead),
+               "skipped_1h": float(skipped or 0)}  # fmt: skip
     return Frame(now, episodes, int(open_total.rows[0][0]), drift, health)
 
 
@@ -135,6 +140,7 @@ def render(frame: Frame, height: int = 24) -> Any:
         f"rejects/min {h['rejects']:.0f}  ",
         (f"dead letters 5m {dead:.0f}", "yellow" if dead else ""),
         f"  cost {h['us_per_point']:.1f} µs/pt",
+        (f"  skipped offsets 1h {h['skipped_1h']:.0f}" if h.get("skipped_1h") else "", "red"),
         no_wrap=True, overflow="ellipsis",
     )  # fmt: skip
     return Group(head, Text(""), eps, why, Text(""), drift, Text(""), foot)

@@ -37,6 +37,19 @@ def test_top_renders_open_episodes_and_health_in_80x24(
     first = frame.episodes[0]
     assert (first["service"] or "-")[:11] in text and first["explanation"][:40] in text
     assert frame.health["events_per_s"] > 0 and frame.health["series"] > 0
+    assert frame.health["skipped_1h"] == 0 and "skipped" not in text
+
+
+def test_top_shows_source_offsets_never_normalized(
+    chdb_store: Store, demo: tuple[StormwatchSettings, Simulation]
+) -> None:
+    """A worker's `normalize.skipped_offsets` (streams.gaps) shows in the footer, in 80x24."""
+    from dataclasses import replace
+
+    frame = collect(chdb_store, demo[0].database, datetime.now(UTC))
+    frame = replace(frame, health=frame.health | {"skipped_1h": 3.0})
+    lines = _screen(render(frame, 24))
+    assert "skipped offsets 1h 3" in lines[-1] and all(len(x) <= 80 for x in lines)
 
 
 def test_top_once_prints_a_frame(

@@ -17,6 +17,7 @@ from stormwatch.pipeline import topic_partitions
 from stormwatch.settings import StormwatchSettings
 from tests.e2e.test_pipeline import metric_events
 from tests.pipeline import (
+    assert_no_offsets_skipped,
     reference_scores,
     reference_unbanded,
     remote_store,
@@ -65,6 +66,7 @@ def test_sigkill_midstream_then_restart_exactly_once_and_state_resumed(
         time.sleep(2)
         rows = stored_metric_rows(store, s.database)
     assert_exactly_once(rows, events)
+    assert_no_offsets_skipped(tmp_path / "up1.log", tmp_path / "up2.log")
     # Resumed from a checkpoint, not re-warmed: points without a band (warm-up) are exactly
     # those of one uninterrupted run.
     unbanded = sum(1 for *_, banded in rows if not banded)
@@ -149,6 +151,7 @@ def test_worker_joining_and_leaving_midstream_exactly_once_one_scorer_per_series
     assert joined <= assigned_at(tmp_path / "worker.log") <= time.time()
     assert b"[INFO]" not in (tmp_path / "up.log").read_bytes()
     assert_exactly_once(rows, events)
+    assert_no_offsets_skipped(tmp_path / "up.log", tmp_path / "worker.log")
     # Each series was scored by one worker at a time, its state handed over by checkpoint:
     # every score equals the score of one uninterrupted run.
     ref = reference_scores(s, events)

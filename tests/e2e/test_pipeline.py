@@ -17,7 +17,13 @@ from stormwatch.broker import LocalBroker
 from stormwatch.pipeline import topic_partitions
 from stormwatch.settings import StormwatchSettings
 from streams.series import make_series, series_id
-from tests.pipeline import reference_scores, remote_store, running_pipeline, wait_for
+from tests.pipeline import (
+    assert_no_offsets_skipped,
+    reference_scores,
+    remote_store,
+    running_pipeline,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -209,6 +215,7 @@ def test_restart_midway_loses_and_duplicates_nothing(
     }
     assert len(stored) == len(produced)  # none duplicated
     assert {tuple(r) for r in stored} == produced  # none lost
+    assert_no_offsets_skipped(tmp_path / "up1.log", tmp_path / "up2.log")
     # Detector state resumed from the checkpoint taken at the stop: every score equals the score
     # of one uninterrupted run of the same detector over the same series.
     reference = reference_scores(s, metrics)
