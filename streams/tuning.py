@@ -43,9 +43,9 @@ def ordered_commits() -> None:
 
     faust commits the first run of consecutive acked offsets and guards the head of that run
     only when the partition has a committed offset and then off by one (docs/reliability.md,
-    "Commits past a message in flight"). Our stages ack out of order (a raw batch waits for its
-    rows, a window for its close), so a later batch acked first was committed past the earlier
-    one: a crash then lost it. Idempotent; affects every faust consumer in this process."""
+    "Commits in order"). Our stages ack out of order (a raw batch waits for its rows, a window
+    for its close), so a later batch acked first was committed past the earlier one: a crash
+    then lost it. Idempotent; affects every faust consumer in this process."""
     from faust.transport.consumer import Consumer
 
     if getattr(Consumer._filter_committable_offsets, "stormwatch_ordered", False):
