@@ -106,24 +106,32 @@ def partition_keys(n: int, partitions: int = PARTITIONS) -> list[str]:
 def produce_stream(
     bootstrap: str, topic: str, spec: StreamSpec, start_s: float, first_round: int = 0
 ) -> float:
-    """Send the whole stream (series i by producer i % producers, in time order); returns the
-    seconds it took. Raises if any event failed. `first_round`: where a stream that continues
-    an earlier one starts (its rounds at start_s + round, each series' sine where it was)."""
+    """Send the whole stream (series i by producer i % producers, in time order; unkeyed, the
+    first round by the first producer); returns the seconds it took. Raises if any event
+    failed. `first_round`: where a stream that continues an earlier one starts (its rounds at
+    start_s + round, each series' sine where it was)."""
     from ingest.producer import TelemetryProducer
 
     rng = random.Random(7 + first_round)
     keys = partition_keys(spec.producers) if spec.keyed else [None] * spec.producers
     prods = [TelemetryProducer(bootstrap, topic, batch_size=spec.batch, key=k) for k in keys]
+    # The embedded broker (Tansu 0.6.0, memory storage) can lose an acknowledged message when
+    # several producers make the first writes to a fresh partition at once (docs/reliability.md,
+    # "Known issue"), so unkeyed, the first round goes through one producer, flushed, first.
+    opener = None if spec.keyed else prods[0]
     t0 = time.perf_counter()
-    sent = 0
+    sent = failed = 0
     for r in range(first_round, first_round + spec.rounds):
         for i in range(spec.series):
             if sent == spec.points:
                 break
             v = 100.0 + 10.0 * math.sin(r / 15 + i) + rng.gauss(0, 1)
-            prods[i % len(prods)].send(event(i, start_s + r, v))
+            prod = opener if opener is not None and r == first_round else prods[i % len(prods)]
+            prod.send(event(i, start_s + r, v))
             sent += 1
-    failed = sum(p.flush(timeout=120) for p in prods)
+        if opener is not None and r == first_round:
+            failed += opener.flush(timeout=120)
+    failed += sum(p.flush(timeout=120) for p in prods)
     for p in prods:
         p.close()
     if failed:

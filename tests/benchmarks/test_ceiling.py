@@ -7,6 +7,7 @@ import orjson
 from kafka.partitioner.default import murmur2
 
 from benchmarks.ceiling import (
+    PARTITIONS,
     ColumnBuilder,
     RunBuilder,
     StreamSpec,
@@ -14,9 +15,11 @@ from benchmarks.ceiling import (
     event,
     expected_ids,
     partition_keys,
+    produce_stream,
     stream_start,
     write_rows,
 )
+from stormwatch.broker import LocalBroker
 from stormwatch.settings import StormwatchSettings
 from stormwatch.store import Store
 from streams.columns import POINT_COLUMNS
@@ -39,6 +42,39 @@ def _insert(store: Store, db: str, cols: list[list[object]]) -> None:
 def test_partition_keys_cover_every_partition() -> None:
     keys = partition_keys(4)
     assert sorted((murmur2(k.encode()) & 0x7FFFFFFF) % 4 for k in keys) == [0, 1, 2, 3]
+
+
+def test_the_stream_reaches_the_broker_once_and_one_producer_opens_each_partition(
+    broker: LocalBroker,
+) -> None:
+    """Every point once; and every partition's first message holds only the first round, sent
+    by one producer before the others start: the embedded broker can lose a message when
+    several producers write a fresh partition at once (docs/reliability.md, "Known issue")."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from ingest.topics import ensure_topics
+    from tests.conftest import unique
+
+    spec = StreamSpec(series=40, points=400, batch=10)
+    topic = unique("bench-stream")
+    ensure_topics(broker.bootstrap, {topic: PARTITIONS})
+    produce_stream(broker.bootstrap, topic, spec, START)
+    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
+                      consumer_timeout_ms=3000)  # fmt: skip
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    firsts: dict[int, list[dict[str, object]]] = {}
+    seen: list[tuple[object, ...]] = []
+    for m in c:
+        events = orjson.loads(m.value)
+        firsts.setdefault(m.partition, events)
+        seen += [(e["name"], e["service"], repr(e["labels"]), e["ts"]) for e in events]
+    c.close()
+    assert len(seen) == spec.points
+    assert len(set(seen)) == spec.points
+    assert sorted(firsts) == list(range(PARTITIONS))
+    assert all(e["ts"] == START for events in firsts.values() for e in events)
 
 
 def test_check_points_accepts_the_whole_stream(
