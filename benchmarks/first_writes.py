@@ -18,6 +18,8 @@ import argparse
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -40,51 +42,19 @@ def read_all(consumer: Any, topic: str, want: int) -> list[bytes]:
     return got
 
 
-def run_rounds(rounds: int, producers: int, opened: bool) -> dict[str, Any]:
-    """Rounds in one broker, each on a fresh topic; returns the counts and the rounds that lost."""
-    from kafka import KafkaConsumer, KafkaProducer
-
-    from ingest.topics import ensure_topics
-
+def run_rounds(rounds: int, producers: int, opened: bool, per_broker: int = 200) -> dict[str, Any]:
+    """Rounds on fresh topics, a fresh broker every `per_broker` rounds (its metadata grows with
+    each topic, and rounds slow down); returns the counts and the rounds that lost."""
     lost: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    with LocalBroker(free_port()) as broker:
-        prods = [KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=0)
-                 for _ in range(producers)]  # fmt: skip
-        consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
-                                 consumer_timeout_ms=2000)  # fmt: skip
-        try:
-            for r in range(rounds):
-                topic = f"first-writes-{r}"
-                ensure_topics(broker.bootstrap, {topic: 1})
-                for p in prods:
-                    p.partitions_for(topic)  # metadata first: the sends below go at once
-                sent = [f"{r}-{i}".encode() for i in range(producers)]
-                if opened:
-                    prods[0].send(topic, b"open", partition=0).get(10)
-                    sent.append(b"open")
-                start = threading.Barrier(producers)
-
-                def send(prod: Any, topic: str, value: bytes, start: threading.Barrier) -> None:
-                    start.wait()
-                    prod.send(topic, value, partition=0).get(10)
-
-                threads = [threading.Thread(target=send, args=(prods[i], topic, sent[i], start))
-                           for i in range(producers)]  # fmt: skip
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
-                got = read_all(consumer, topic, len(sent))
-                if sorted(got) != sorted(sent):
-                    missing = sorted(set(sent) - set(got))
-                    lost.append({"round": r, "missing": [m.decode() for m in missing]})
-                if (r + 1) % 200 == 0:
-                    print(f"{r + 1}/{rounds} rounds, {len(lost)} lost", file=sys.stderr)
-        finally:
-            consumer.close()
-            for p in prods:
-                p.close()
+    for first in range(0, rounds, per_broker):
+        with LocalBroker(free_port()) as broker, clients(broker.bootstrap, producers) as (ps, c):
+            for r in range(first, min(rounds, first + per_broker)):
+                missing = one_round(broker.bootstrap, f"first-writes-{r}", ps, c, opened)
+                if missing:
+                    lost.append({"round": r, "missing": missing})
+        print(f"{min(rounds, first + per_broker)}/{rounds} rounds, {len(lost)} lost",
+              file=sys.stderr)  # fmt: skip
     return {
         "bench": "first_writes",
         "rounds": rounds,
@@ -94,6 +64,51 @@ def run_rounds(rounds: int, producers: int, opened: bool) -> dict[str, Any]:
         "lost": lost[:20],
         "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+@contextmanager
+def clients(bootstrap: str, producers: int) -> Iterator[tuple[list[Any], Any]]:
+    """`producers` kafka-python producers (acks=all, no linger) and a consumer, closed after."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    prods = [KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+             for _ in range(producers)]  # fmt: skip
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             consumer_timeout_ms=2000)  # fmt: skip
+    try:
+        yield prods, consumer
+    finally:
+        consumer.close()
+        for p in prods:
+            p.close()
+
+
+def one_round(
+    bootstrap: str, topic: str, prods: list[Any], consumer: Any, opened: bool
+) -> list[str]:
+    """Create `topic`, send one message from each producer at once; the messages not read back."""
+    from ingest.topics import ensure_topics
+
+    ensure_topics(bootstrap, {topic: 1})
+    for p in prods:
+        p.partitions_for(topic)  # metadata first: the sends below go at once
+    sent = [f"{topic}-{i}".encode() for i in range(len(prods))]
+    if opened:
+        prods[0].send(topic, b"open", partition=0).get(10)
+    start = threading.Barrier(len(prods))
+
+    def send(prod: Any, value: bytes) -> None:
+        start.wait()
+        prod.send(topic, value, partition=0).get(10)
+
+    threads = [threading.Thread(target=send, args=pv) for pv in zip(prods, sent, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    want = sent + ([b"open"] if opened else [])
+    got = read_all(consumer, topic, len(want))
+    return sorted(m.decode() for m in set(want) - set(got))
 
 
 def main(argv: list[str] | None = None) -> int:
