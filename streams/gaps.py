@@ -4,8 +4,9 @@ Kafka numbers a partition's messages without holes, and a worker reads each part
 in order from where it began (the committed offset, else the first retained), so the first
 message an agent takes is at that offset and each next one at the last + 1. A larger step
 means messages were never normalized: deleted by retention before they were read, compacted,
-taken by a transaction's marker, or lost between the fetch and the agent (docs/reliability.md,
-"Known issue"). faust counts such a hole as read, so nothing else would report it.
+taken by a transaction's marker, or dropped by the client between the fetch and the agent.
+faust counts such a hole as read, so nothing else would report it. A message the broker lost
+itself leaves no hole to see (docs/reliability.md, "Known issue").
 """
 
 from __future__ import annotations
