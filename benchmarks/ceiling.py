@@ -116,8 +116,9 @@ def produce_stream(
     keys = partition_keys(spec.producers) if spec.keyed else [None] * spec.producers
     prods = [TelemetryProducer(bootstrap, topic, batch_size=spec.batch, key=k) for k in keys]
     # The embedded broker (Tansu 0.6.0, memory storage) can lose an acknowledged message when
-    # several producers make the first writes to a fresh partition at once (docs/reliability.md,
-    # "Known issue"), so unkeyed, the first round goes through one producer, flushed, first.
+    # several producers write one partition at the same moment (docs/reliability.md, "Known
+    # issue"); the four collided on their first messages, so unkeyed, the first round goes
+    # through one producer, flushed, before they all send.
     opener = None if spec.keyed else prods[0]
     t0 = time.perf_counter()
     sent = failed = 0

@@ -49,7 +49,8 @@ def test_the_stream_reaches_the_broker_once_and_one_producer_opens_each_partitio
 ) -> None:
     """Every point once; and every partition's first message holds only the first round, sent
     by one producer before the others start: the embedded broker can lose a message when
-    several producers write a fresh partition at once (docs/reliability.md, "Known issue")."""
+    several producers write one partition at the same moment, and the bench's four did so
+    with their first messages (docs/reliability.md, "Known issue")."""
     from kafka import KafkaConsumer, TopicPartition
 
     from ingest.topics import ensure_topics
