@@ -119,20 +119,20 @@ def produce_stream(
     # several producers write one partition at the same moment (docs/reliability.md, "Known
     # issue"); the four collided on their first messages, so unkeyed, the first round goes
     # through one producer, flushed, before they all send.
-    opener = None if spec.keyed else prods[0]
+    first = prods if spec.keyed else prods[:1]
     t0 = time.perf_counter()
-    sent = failed = 0
+    sent = 0
     for r in range(first_round, first_round + spec.rounds):
+        by = first if r == first_round else prods
         for i in range(spec.series):
             if sent == spec.points:
                 break
             v = 100.0 + 10.0 * math.sin(r / 15 + i) + rng.gauss(0, 1)
-            prod = opener if opener is not None and r == first_round else prods[i % len(prods)]
-            prod.send(event(i, start_s + r, v))
+            by[i % len(by)].send(event(i, start_s + r, v))
             sent += 1
-        if opener is not None and r == first_round:
-            failed += opener.flush(timeout=120)
-    failed += sum(p.flush(timeout=120) for p in prods)
+        if by is not prods:
+            by[0].flush(timeout=120)  # its failures are counted again below
+    failed = sum(p.flush(timeout=120) for p in prods)
     for p in prods:
         p.close()
     if failed:
