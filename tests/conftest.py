@@ -42,6 +42,24 @@ def unique(prefix: str) -> str:
     return f"{prefix}_{os.getpid()}_{next(_counter)}_{uuid.uuid4().hex[:6]}"
 
 
+def read_partitions(bootstrap: str, topic: str, partitions: int) -> dict[int, list[list[dict]]]:
+    """Every message of the topic, decoded, by partition (in each partition's order)."""
+    import orjson
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    ends = c.end_offsets(tps)
+    out: dict[int, list[list[dict]]] = {p: [] for p in range(partitions)}
+    while any(c.position(tp) < ends[tp] for tp in tps):
+        for tp, recs in c.poll(timeout_ms=1000).items():
+            out[tp.partition] += [orjson.loads(r.value) for r in recs]
+    c.close()
+    return out
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., StormwatchSettings]:
     """Settings with a database, topics and data dir of their own; kwargs override."""

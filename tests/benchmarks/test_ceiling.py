@@ -51,27 +51,17 @@ def test_the_stream_reaches_the_broker_once_and_one_producer_opens_each_partitio
     by one producer before the others start: the embedded broker can lose a message when
     several producers write one partition at the same moment, and the bench's four did so
     with their first messages (docs/reliability.md, "Known issue")."""
-    from kafka import KafkaConsumer, TopicPartition
-
     from ingest.topics import ensure_topics
-    from tests.conftest import unique
+    from tests.conftest import read_partitions, unique
 
     spec = StreamSpec(series=40, points=400, batch=10)
     topic = unique("bench-stream")
     ensure_topics(broker.bootstrap, {topic: PARTITIONS})
     produce_stream(broker.bootstrap, topic, spec, START)
-    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
-                      consumer_timeout_ms=3000)  # fmt: skip
-    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    c.assign(tps)
-    c.seek_to_beginning(*tps)
-    firsts: dict[int, list[dict[str, object]]] = {}
-    seen: list[tuple[object, ...]] = []
-    for m in c:
-        events = orjson.loads(m.value)
-        firsts.setdefault(m.partition, events)
-        seen += [(e["name"], e["service"], repr(e["labels"]), e["ts"]) for e in events]
-    c.close()
+    messages = read_partitions(broker.bootstrap, topic, PARTITIONS)
+    firsts = {p: ms[0] for p, ms in messages.items() if ms}
+    seen = [(e["name"], e["service"], repr(e["labels"]), e["ts"])
+            for ms in messages.values() for events in ms for e in events]  # fmt: skip
     assert len(seen) == spec.points
     assert len(set(seen)) == spec.points
     assert sorted(firsts) == list(range(PARTITIONS))

@@ -9,6 +9,7 @@ from kafka import KafkaProducer
 
 from ingest.producer import TelemetryProducer
 from ingest.topics import ensure_topics
+from tests.conftest import read_partitions
 
 
 class AckedBeforeReturn(KafkaProducer):
@@ -41,23 +42,6 @@ def test_producer_counts_every_event_even_when_acks_beat_the_callbacks(
     assert result == [(500, 0)], "the producer deadlocked or lost count"
 
 
-def _read_all(bootstrap: str, topic: str, partitions: int) -> dict[int, list[list[dict]]]:
-    """Every message of the topic, decoded, by partition (in each partition's order)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    c.assign(tps)
-    c.seek_to_beginning(*tps)
-    ends = c.end_offsets(tps)
-    out: dict[int, list[list[dict]]] = {p: [] for p in range(partitions)}
-    while any(c.position(tp) < ends[tp] for tp in tps):
-        for tp, recs in c.poll(timeout_ms=1000).items():
-            out[tp.partition] += [orjson.loads(r.value) for r in recs]
-    c.close()
-    return out
-
-
 def test_events_go_to_the_partition_the_pipeline_gives_their_series(broker, make_settings) -> None:  # type: ignore[no-untyped-def]
     """Without a key, each event lands on the raw partition with the number of its series'
     points partition (so normalize and detect of a series meet in one worker), every series on
@@ -80,7 +64,7 @@ def test_events_go_to_the_partition_the_pipeline_gives_their_series(broker, make
             p.send({"kind": "metric", "name": "m0", "value": 1.0, "ts": 1_700_000_000 + r,
                     "service": "s0", "labels": {"zone": "z1", "host": "h0"}})  # fmt: skip
     assert p.sent == 6 * 44 and p.failed == 0
-    got = _read_all(broker.bootstrap, s.topics.raw, n_parts)
+    got = read_partitions(broker.bootstrap, s.topics.raw, n_parts)
     norm = Normalizer()
     seen: dict[int, int] = {}  # series id → the partition it was read from
     last_ts: dict[int, float] = {}
@@ -104,7 +88,7 @@ def test_a_key_puts_everything_a_producer_sends_on_one_partition(broker, make_se
     with TelemetryProducer(broker.bootstrap, s.topics.raw, batch_size=10, key="host-7") as p:
         for i in range(100):
             p.metric("m", float(i), ts=1_700_000_000 + i, host=f"h{i}")
-    got = _read_all(broker.bootstrap, s.topics.raw, 4)
+    got = read_partitions(broker.bootstrap, s.topics.raw, 4)
     used = [part for part, messages in got.items() if messages]
     assert len(used) == 1 and sum(len(b) for b in got[used[0]]) == 100
     assert [e["value"] for b in got[used[0]] for e in b] == [float(i) for i in range(100)]
@@ -156,7 +140,7 @@ def test_a_producer_that_could_not_read_partitions_places_by_series_once_it_deli
             for i in range(40):
                 p.metric("m", float(r), ts=1_700_000_001 + r, host=f"h{i}")
     assert p.sent == 125 and p.failed == 0 and client.reads == 2
-    got = _read_all(broker.bootstrap, s.topics.raw, n_parts)
+    got = read_partitions(broker.bootstrap, s.topics.raw, n_parts)
     first = [part for part, messages in got.items()
              if messages and messages[0][0]["ts"] == 1_700_000_000]  # fmt: skip
     assert len(first) == 1 and len(got[first[0]][0]) == 5  # keyed: one batch, one partition
