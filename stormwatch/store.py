@@ -3,7 +3,10 @@ a ClickHouse server, or chdb owned by another stormwatch process (asked over loo
 
 chdb allows one process per data directory, so the process that runs the pipeline owns the
 engine and serves `query`/`insert`/`command` to the CLI on a loopback port with a token kept
-in `<data_dir>/engine.json` (mode 0600).
+in `<data_dir>/engine.json` (mode 0600). A worker's blocks reach that engine as files in the
+server's spool directory (`<data_dir>/spool`, mode 0700), which the engine reads itself: sent
+as a request body, a 200,000-row block crossed both processes' busy interpreters and took
+0.2-0.5 s to hand over (docs/performance.md, twenty-third round).
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -59,6 +64,10 @@ class Store(Protocol):
 # docs/performance.md). Duplicates are collapsed by merges and by FINAL, which every exact
 # read uses, so the insert-time pass buys nothing the reads rely on.
 INSERT_SETTINGS = {"optimize_on_insert": 0}
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_TABLE = re.compile(rf"{_IDENT}(\.{_IDENT})?")
+_COLUMN = re.compile(_IDENT)
+SPOOL_FILE = re.compile(r"[0-9a-f]{32}\.native")  # what a worker names a block it spools
 
 
 class ClickHouseStore:
@@ -113,6 +122,29 @@ class ClickHouseStore:
                 self._client.raw_insert(
                     table, list(columns), insert_block=body, fmt="Native", settings=INSERT_SETTINGS
                 )
+            except Exception as e:
+                raise StoreError(self._scrub(f"insert into {table}: {str(e).strip()[:500]}")) from e
+
+    def insert_file(self, table: str, columns: Sequence[str], path: Path) -> None:
+        """Insert the Native block in the file at `path`, read by the engine itself (chdb only:
+        a server would look for the file on its own machine). clickhouse-connect's chdb path
+        writes every block to a temporary file and does the same; a block another local process
+        wrote is inserted without passing through this interpreter."""
+        if not self.dsn.startswith("chdb:"):
+            raise StoreError("inserts from a file need the embedded engine")
+        named = isinstance(table, str) and _TABLE.fullmatch(table)
+        if not named or not all(isinstance(c, str) and _COLUMN.fullmatch(c) for c in columns):
+            raise StoreError(f"insert into {str(table)[:100]!r}: not a table and its columns")
+        quoted = str(path).replace("\\", "\\\\").replace("'", "\\'")
+        settings = ", ".join(f"{k} = {v}" for k, v in INSERT_SETTINGS.items())
+        names = ", ".join(f"`{c}`" for c in columns)  # `end` is a keyword
+        sql = (
+            f"INSERT INTO {'.'.join(f'`{p}`' for p in table.split('.'))} ({names}) "
+            f"FROM INFILE '{quoted}' SETTINGS {settings} FORMAT Native"
+        )
+        with self._lock:
+            try:
+                self._client.command(sql)
             except Exception as e:
                 raise StoreError(self._scrub(f"insert into {table}: {str(e).strip()[:500]}")) from e
 
@@ -226,16 +258,20 @@ class RemoteStore:
     """Talks to the process that owns the embedded engine (see `serve_store`). Made without
     an address, it is connected later (`connect`): a worker builds its app meanwhile."""
 
-    def __init__(self, url: str | None = None, token: str = "") -> None:
+    def __init__(self, url: str | None = None, token: str = "", spool: str | None = None) -> None:
         self._http: Any = None
+        self._spool: Path | None = None
         self.native = NativeBlocks(self)
         if url is not None:
-            self.connect(url, token)
+            self.connect(url, token, spool)
 
-    def connect(self, url: str, token: str) -> None:
+    def connect(self, url: str, token: str, spool: str | None = None) -> None:
+        """`spool`: the server's directory for blocks handed over as files (engine.json's
+        `spool`); without it blocks travel as request bodies."""
         import httpx
 
         self._http = httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"})
+        self._spool = Path(spool) if spool else None
 
     def _call(
         self, op: str, body: dict[str, Any] | bytes, headers: dict[str, str] | None = None
@@ -268,6 +304,26 @@ class RemoteStore:
         self.insert_native(table, columns, self.native.block(table, columns, data))
 
     def insert_native(self, table: str, columns: Sequence[str], body: bytes) -> None:
+        """The block goes as a file in the server's spool (one write here, read by the engine
+        there), removed once the server answers; as the request body where there is no spool
+        or the file cannot be written."""
+        if self._spool is not None:
+            name = f"{secrets.token_hex(16)}.native"
+            path = self._spool / name
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(body)
+            except OSError as e:
+                path.unlink(missing_ok=True)
+                log.warning("cannot spool a block in %s, sending it instead: %s", self._spool, e)
+            else:
+                try:
+                    self._call("insert_file", {"table": table, "columns": list(columns),
+                                               "file": name})  # fmt: skip
+                finally:
+                    path.unlink(missing_ok=True)
+                return
         self._call("insert_native", body, {"x-table": table, "x-columns": ",".join(columns)})
 
     def close(self) -> None:
@@ -311,6 +367,17 @@ def with_faults(store: Store, settings: StormwatchSettings) -> Store:
 
 def _engine_file(settings: StormwatchSettings) -> Path:
     return settings.chdb_path / "engine.json"
+
+
+def _spool(settings: StormwatchSettings) -> Path:
+    """The spool directory, made private, without the blocks a crash left there: no request
+    can name them (a new owner has a new token)."""
+    spool = settings.chdb_path / "spool"
+    spool.mkdir(mode=0o700, parents=True, exist_ok=True)
+    spool.chmod(0o700)
+    for stale in spool.glob("*.native"):
+        stale.unlink(missing_ok=True)
+    return spool
 
 
 def _pid_alive(pid: int) -> bool:
@@ -371,7 +438,7 @@ def wait_for_engine(
             told = True
         time.sleep(every)
     store = store or RemoteStore()
-    store.connect(info["url"], info["token"])
+    store.connect(info["url"], info["token"], info.get("spool"))
     return store
 
 
@@ -381,7 +448,7 @@ def open_store(settings: StormwatchSettings, *, own: bool = False) -> Store:
         return ClickHouseStore(settings.clickhouse_dsn)
     info = None if own else engine_owner(settings)
     if info is not None and info["pid"] != os.getpid():
-        return RemoteStore(info["url"], info["token"])
+        return RemoteStore(info["url"], info["token"], info.get("spool"))
     try:
         return ClickHouseStore(settings.clickhouse_dsn)
     except StoreError as e:
@@ -391,9 +458,25 @@ def open_store(settings: StormwatchSettings, *, own: bool = False) -> Store:
         ) from e
 
 
+def spooled(spool: Path, name: Any) -> Path:
+    """The block file `name` in `spool`: a name as workers make them, a regular file (not a
+    link): a request names no other file for the engine to read."""
+    if not isinstance(name, str) or not SPOOL_FILE.fullmatch(name):
+        raise StoreError("not a spooled block's name")
+    path = spool / name
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as e:
+        raise StoreError(f"no spooled block {name}") from e
+    if not stat.S_ISREG(mode):
+        raise StoreError(f"spooled block {name} is not a regular file")
+    return path
+
+
 class _Handler(BaseHTTPRequestHandler):
     store: Store
     token: str
+    spool: Path | None
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         return
@@ -406,6 +489,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         raw = self.rfile.read(int(self.headers.get("content-length", 0)))
         try:
+            if self.path == "/insert_file" and self.spool is not None:
+                try:
+                    body = orjson.loads(raw)
+                    table, columns, name = body["table"], body["columns"], body["file"]
+                    if not isinstance(columns, list):
+                        raise TypeError("columns must be a list")
+                except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+                    raise StoreError(f"not an insert_file request: {e}") from e
+                self.store.insert_file(table, columns, spooled(self.spool, name))  # type: ignore[attr-defined]
+                self._reply(200, b"{}")
+                return
             if self.path == "/insert_native":
                 columns = self.headers.get("x-columns", "").split(",")
                 self.store.insert_native(self.headers.get("x-table", ""), columns, raw)
@@ -441,18 +535,19 @@ class StoreServer:
 
     def __init__(self, store: Store, settings: StormwatchSettings) -> None:
         token = secrets.token_urlsafe(24)
-        handler = type("Handler", (_Handler,), {"store": store, "token": token})
+        spool = _spool(settings) if callable(getattr(store, "insert_file", None)) else None
+        handler = type("Handler", (_Handler,), {"store": store, "token": token, "spool": spool})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", settings.query_port), handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._info = _engine_file(settings)
         url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._info.parent.mkdir(parents=True, exist_ok=True)
+        info = {"pid": os.getpid(), "started": _started(os.getpid()), "url": url, "token": token}
+        if spool is not None:
+            info["spool"] = str(spool)
         fd = os.open(self._info, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(
-                {"pid": os.getpid(), "started": _started(os.getpid()), "url": url, "token": token},
-                f,
-            )
+            json.dump(info, f)
         self._thread.start()
 
     def close(self) -> None:

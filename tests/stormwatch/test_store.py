@@ -159,6 +159,73 @@ def test_a_worker_inserts_through_the_server_as_native_blocks(
     assert got == [(7, now_ms, 1.5, None, {"host": "a"}, "fallback")]
 
 
+def test_a_worker_hands_its_blocks_over_as_files_and_no_other_file_is_read(
+    chdb_store: Store, db_settings
+) -> None:  # type: ignore[no-untyped-def]
+    """With the server's spool, a worker's blocks go as files the engine reads (a keyword
+    column, `end`, included), each removed once stored. A request naming any other file (a
+    path out of the spool, a link in it) is refused and nothing of it is stored; blocks a
+    crash left are cleared when the next owner starts."""
+    import os
+    import time
+
+    from streams.app import EPISODE_COLUMNS
+    from streams.columns import POINT_COLUMNS
+
+    spool = db_settings.chdb_path / "spool"
+    spool.mkdir(parents=True, exist_ok=True)
+    (spool / f"{'0' * 32}.native").write_bytes(b"left by a crash")
+    server = StoreServer(chdb_store, db_settings)
+    db, now_ms = db_settings.database, int(time.time() * 1000)
+    point = [7, now_ms, 1.5, 1, 0.2, None, None, None, 0, "metric", "cpu", "api",
+             {"host": "a"}, "fallback", "3.1"]  # fmt: skip
+    episode = [1, 7, now_ms - 1000, now_ms, 1, 0.9, 1.5, None, None, None, "minor",
+               "metric", "cpu", "api", {"host": "a"}, ["value"], "why", "robust", "3.3", 2,
+               now_ms]  # fmt: skip
+    try:
+        info = json.loads((db_settings.chdb_path / "engine.json").read_text())
+        assert info["spool"] == str(spool)
+        assert os.listdir(spool) == [] and spool.stat().st_mode & 0o777 == 0o700
+        os.symlink(db_settings.chdb_path / "engine.json", spool / f"{'1' * 32}.native")
+        code = (
+            "import json; from stormwatch.store import RemoteStore, StoreError\n"
+            f"r = RemoteStore({info['url']!r}, {info['token']!r}, {info['spool']!r})\n"
+            "ops = []; call = r._call\n"
+            "r._call = lambda op, *a, **k: ops.append(op) or call(op, *a, **k)\n"
+            f"r.insert('{db}.points', {POINT_COLUMNS!r}, [[v] for v in {point!r}])\n"
+            f"r.insert('{db}.anomalies', {EPISODE_COLUMNS!r}, [[v] for v in {episode!r}])\n"
+            "print(json.dumps(ops))\n"
+            f"for name in ('../engine.json', '{'1' * 32}.native', '{'2' * 32}.native'):\n"
+            "    try:\n"
+            f"        call('insert_file', {{'table': '{db}.points', 'columns': ['series_id'],"
+            " 'file': name})\n"
+            "    except StoreError as e:\n        print('refused', e)\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        left = sorted(os.listdir(spool))
+    finally:
+        server.close()
+    lines = proc.stdout.splitlines()
+    inserts = [op for op in json.loads(lines[0]) if op.startswith("insert")]
+    assert inserts == ["insert_file", "insert_file"]  # (the blocks' column types: queries)
+    assert lines[1:] == [
+        "refused not a spooled block's name",
+        f"refused spooled block {'1' * 32}.native is not a regular file",
+        f"refused no spooled block {'2' * 32}.native",
+    ]
+    assert left == [f"{'1' * 32}.native"]  # the link made here; every block was removed
+    got = chdb_store.query(
+        f"SELECT series_id, toUnixTimestamp64Milli(ts), value, labels FROM {db}.points"
+    ).rows
+    assert got == [(7, now_ms, 1.5, {"host": "a"})]
+    assert chdb_store.query(
+        f"SELECT episode_id, toUnixTimestamp64Milli(end), signals, points FROM {db}.anomalies"
+    ).rows == [(1, now_ms, ["value"], 2)]
+
+
 def _points_types(store: Store, db: str) -> dict[str, str]:
     return dict(store.query(
         f"SELECT name, type FROM system.columns WHERE database = '{db}' AND table = 'points'"
