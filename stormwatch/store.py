@@ -6,7 +6,7 @@ engine and serves `query`/`insert`/`command` to the CLI on a loopback port with 
 in `<data_dir>/engine.json` (mode 0600). A worker's blocks reach that engine as files in the
 server's spool directory (`<data_dir>/spool`, mode 0700), which the engine reads itself: sent
 as a request body, a 200,000-row block crossed both processes' busy interpreters and took
-0.2-0.5 s to hand over (docs/performance.md, twenty-third round).
+0.4-0.5 s to hand over (docs/performance.md, twenty-third round).
 """
 
 from __future__ import annotations
