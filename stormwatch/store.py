@@ -370,8 +370,8 @@ def _engine_file(settings: StormwatchSettings) -> Path:
 
 
 def _spool(settings: StormwatchSettings) -> Path:
-    """The spool directory, made private, without the blocks a crash left there: no request
-    can name them (a new owner has a new token)."""
+    """The spool directory, made private (only the owner's user can put a file there), without
+    the blocks a crash left: no request can name them (a new owner has a new token)."""
     spool = settings.chdb_path / "spool"
     spool.mkdir(mode=0o700, parents=True, exist_ok=True)
     spool.chmod(0o700)
@@ -535,7 +535,8 @@ class StoreServer:
 
     def __init__(self, store: Store, settings: StormwatchSettings) -> None:
         token = secrets.token_urlsafe(24)
-        spool = _spool(settings) if callable(getattr(store, "insert_file", None)) else None
+        files = settings.embedded_clickhouse and callable(getattr(store, "insert_file", None))
+        spool = _spool(settings) if files else None  # a server's engine reads no file of ours
         handler = type("Handler", (_Handler,), {"store": store, "token": token, "spool": spool})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", settings.query_port), handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
