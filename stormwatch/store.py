@@ -64,9 +64,6 @@ class Store(Protocol):
 # docs/performance.md). Duplicates are collapsed by merges and by FINAL, which every exact
 # read uses, so the insert-time pass buys nothing the reads rely on.
 INSERT_SETTINGS = {"optimize_on_insert": 0}
-_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-_TABLE = re.compile(rf"{_IDENT}(\.{_IDENT})?")
-_COLUMN = re.compile(_IDENT)
 SPOOL_FILE = re.compile(r"[0-9a-f]{32}\.native")  # what a worker names a block it spools
 
 
@@ -117,34 +114,33 @@ class ClickHouseStore:
         """Insert a block already in ClickHouse's Native format (see `NativeBlocks`)."""
         if not body:
             return
-        with self._lock:
-            try:
-                self._client.raw_insert(
-                    table, list(columns), insert_block=body, fmt="Native", settings=INSERT_SETTINGS
-                )
-            except Exception as e:
-                raise StoreError(self._scrub(f"insert into {table}: {str(e).strip()[:500]}")) from e
+        self._insert(table, lambda: self._client.raw_insert(
+            table, list(columns), insert_block=body, fmt="Native", settings=INSERT_SETTINGS
+        ))  # fmt: skip
 
     def insert_file(self, table: str, columns: Sequence[str], path: Path) -> None:
         """Insert the Native block in the file at `path`, read by the engine itself (chdb only:
         a server would look for the file on its own machine). clickhouse-connect's chdb path
         writes every block to a temporary file and does the same; a block another local process
         wrote is inserted without passing through this interpreter."""
+        from clickhouse_connect.driver.binding import format_str, quote_identifier
+
         if not self.dsn.startswith("chdb:"):
             raise StoreError("inserts from a file need the embedded engine")
-        named = isinstance(table, str) and _TABLE.fullmatch(table)
-        if not named or not all(isinstance(c, str) and _COLUMN.fullmatch(c) for c in columns):
+        if not isinstance(table, str) or not all(isinstance(c, str) for c in columns):
             raise StoreError(f"insert into {str(table)[:100]!r}: not a table and its columns")
-        quoted = str(path).replace("\\", "\\\\").replace("'", "\\'")
+        target = ".".join(map(quote_identifier, table.split(".")))
+        names = ", ".join(map(quote_identifier, columns))  # `end` is a keyword
         settings = ", ".join(f"{k} = {v}" for k, v in INSERT_SETTINGS.items())
-        names = ", ".join(f"`{c}`" for c in columns)  # `end` is a keyword
-        sql = (
-            f"INSERT INTO {'.'.join(f'`{p}`' for p in table.split('.'))} ({names}) "
-            f"FROM INFILE '{quoted}' SETTINGS {settings} FORMAT Native"
-        )
+        sql = (f"INSERT INTO {target} ({names}) FROM INFILE {format_str(str(path))} "
+               f"SETTINGS {settings} FORMAT Native")  # fmt: skip
+        self._insert(table, lambda: self._client.command(sql))
+
+    def _insert(self, table: str, run: Callable[[], Any]) -> None:
+        """An insert under the engine's lock; its error without the DSN's password."""
         with self._lock:
             try:
-                self._client.command(sql)
+                run()
             except Exception as e:
                 raise StoreError(self._scrub(f"insert into {table}: {str(e).strip()[:500]}")) from e
 
@@ -307,24 +303,30 @@ class RemoteStore:
         """The block goes as a file in the server's spool (one write here, read by the engine
         there), removed once the server answers; as the request body where there is no spool
         or the file cannot be written."""
-        if self._spool is not None:
-            name = f"{secrets.token_hex(16)}.native"
-            path = self._spool / name
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(body)
-            except OSError as e:
-                path.unlink(missing_ok=True)
-                log.warning("cannot spool a block in %s, sending it instead: %s", self._spool, e)
-            else:
-                try:
-                    self._call("insert_file", {"table": table, "columns": list(columns),
-                                               "file": name})  # fmt: skip
-                finally:
-                    path.unlink(missing_ok=True)
-                return
-        self._call("insert_native", body, {"x-table": table, "x-columns": ",".join(columns)})
+        path = self._spool_block(body)
+        if path is None:
+            self._call("insert_native", body, {"x-table": table, "x-columns": ",".join(columns)})
+            return
+        try:
+            self._call("insert_file", {"table": table, "columns": list(columns), "file": path.name})
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _spool_block(self, body: bytes) -> Path | None:
+        """`body` written to a new file in the server's spool; None without a spool, or when
+        the file cannot be written (then the block goes as the request body)."""
+        if self._spool is None:
+            return None
+        path = self._spool / f"{secrets.token_hex(16)}.native"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(body)
+        except OSError as e:
+            path.unlink(missing_ok=True)
+            log.warning("cannot spool a block in %s, sending it instead: %s", self._spool, e)
+            return None
+        return path
 
     def close(self) -> None:
         if self._http is not None:
@@ -489,39 +491,42 @@ class _Handler(BaseHTTPRequestHandler):
             return
         raw = self.rfile.read(int(self.headers.get("content-length", 0)))
         try:
-            if self.path == "/insert_file" and self.spool is not None:
-                try:
-                    body = orjson.loads(raw)
-                    table, columns, name = body["table"], body["columns"], body["file"]
-                    if not isinstance(columns, list):
-                        raise TypeError("columns must be a list")
-                except (orjson.JSONDecodeError, KeyError, TypeError) as e:
-                    raise StoreError(f"not an insert_file request: {e}") from e
-                self.store.insert_file(table, columns, spooled(self.spool, name))  # type: ignore[attr-defined]
-                self._reply(200, b"{}")
-                return
             if self.path == "/insert_native":
                 columns = self.headers.get("x-columns", "").split(",")
                 self.store.insert_native(self.headers.get("x-table", ""), columns, raw)
                 self._reply(200, b"{}")
                 return
-            body = orjson.loads(raw)
-            if self.path == "/query":
-                r = self.store.query(body["sql"], body.get("parameters"))
-                out: Any = {"columns": r.columns, "rows": r.rows}
-            elif self.path == "/command":
-                self.store.command(body["sql"])
-                out = {}
-            elif self.path == "/insert":
-                self.store.insert(body["table"], body["columns"], body["data"])
-                out = {}
-            else:
+            try:
+                body = orjson.loads(raw)
+                out = self._json_op(body)
+            except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+                raise StoreError(f"bad {self.path[1:]} request: {e}") from e
+            if out is None:
                 self._reply(404, b"no such operation")
                 return
         except StoreError as e:
             self._reply(400, str(e).encode())
             return
         self._reply(200, orjson.dumps(out, default=_default))
+
+    def _json_op(self, body: Any) -> Any:
+        """The answer to a JSON request (None: no such operation)."""
+        if self.path == "/query":
+            r = self.store.query(body["sql"], body.get("parameters"))
+            return {"columns": r.columns, "rows": r.rows}
+        if self.path == "/command":
+            self.store.command(body["sql"])
+        elif self.path == "/insert":
+            self.store.insert(body["table"], body["columns"], body["data"])
+        elif self.path == "/insert_file" and self.spool is not None:
+            columns = body["columns"]
+            if not isinstance(columns, list):
+                raise TypeError("columns must be a list")
+            path = spooled(self.spool, body["file"])
+            self.store.insert_file(body["table"], columns, path)  # type: ignore[attr-defined]
+        else:
+            return None
+        return {}
 
     def _reply(self, code: int, body: bytes) -> None:
         self.send_response(code)
